@@ -1,0 +1,32 @@
+/**
+ * Accepting side of the proxy: the sockets that clients connect to.
+ *
+ * Two implementations exist. `PortListeners` opens one `Deno.listen` socket
+ * per configured port. The BPF frontend opens one socket and steers every
+ * configured port to it with an `sk_lookup` program.
+ */
+
+/** Called for every accepted connection with its original destination port. */
+export type ConnHandler = (conn: Deno.TcpConn, port: number) => void;
+
+/** Set of configured ports, as sorted inclusive ranges without overlaps. */
+export interface PortRange {
+  first: number;
+  last: number;
+}
+
+/** Sockets that accept client connections for a changing set of ports. */
+export interface Frontend {
+  /**
+   * Starts accepting on `ports` and stops accepting on ports that are no
+   * longer listed. Called once at start and again on every reload.
+   * Ports that stay listed keep accepting without interruption.
+   *
+   * @throws {Error} when a port cannot be opened; ports opened by the
+   * failed call are closed again, and the previous set keeps working.
+   */
+  apply(ports: readonly PortRange[]): Promise<void>;
+
+  /** Stops accepting everywhere. Established connections are not touched. */
+  close(): Promise<void>;
+}
