@@ -1,0 +1,261 @@
+import { parse, type ParseError, printParseErrorCode } from "jsonc-parser";
+import { ConfigError, type ConfigProblem } from "./config_error.ts";
+import type { PortRange } from "./frontend.ts";
+import { formatRange, parsePortSpec } from "./ports.ts";
+import { readSettings, SETTING_KEYS, type Settings } from "./settings.ts";
+import { parseTarget, type TargetAddress } from "./target.ts";
+
+/** One customer app: the ports it owns and the targets that serve it. */
+export interface AppConfig {
+  name: string;
+  /** Ports as written, one range per entry of `Ports`. */
+  ports: PortRange[];
+  targets: TargetAddress[];
+}
+
+/** Validated config file. */
+export interface Config {
+  apps: AppConfig[];
+  settings: Settings;
+}
+
+const APP_KEYS = ["Name", "Ports", "Targets"];
+
+/**
+ * Reads and validates a config file.
+ *
+ * @throws {ConfigError} listing every problem in the file
+ * @throws {Deno.errors.NotFound} when the file does not exist
+ */
+export async function readConfig(path: string): Promise<Config> {
+  return parseConfig(await Deno.readTextFile(path), path);
+}
+
+/**
+ * Parses and validates config text: JSON with comments and trailing commas.
+ *
+ * @param source file name used in the error message
+ * @throws {ConfigError} listing every problem found
+ */
+export function parseConfig(text: string, source = "config"): Config {
+  const syntaxErrors: ParseError[] = [];
+  const root: unknown = parse(text, syntaxErrors, {
+    allowTrailingComma: true,
+    disallowComments: false,
+  });
+  if (syntaxErrors.length > 0) {
+    throw new ConfigError(
+      source,
+      syntaxErrors.map((e) => syntaxProblem(text, e)),
+    );
+  }
+  const problems: ConfigProblem[] = [];
+  if (!isObject(root)) {
+    throw new ConfigError(source, [{
+      path: "",
+      message: 'the root must be an object such as {"Apps": [...]}',
+    }]);
+  }
+  checkKeys(root, ["Apps", ...SETTING_KEYS], "", problems);
+  const settings = readSettings(root, problems);
+  const apps = readApps(root.Apps, problems);
+  if (problems.length > 0) throw new ConfigError(source, problems);
+  return { apps, settings };
+}
+
+function readApps(value: unknown, problems: ConfigProblem[]): AppConfig[] {
+  if (!Array.isArray(value) || value.length === 0) {
+    problems.push({
+      path: "Apps",
+      message: value === undefined
+        ? 'is missing: add a list such as [{"Name": "web", "Ports": [8080], "Targets": ["127.0.0.1:9000"]}]'
+        : `${JSON.stringify(value)} is not a non-empty list of apps`,
+    });
+    return [];
+  }
+  const apps = value.map((item, i) => readApp(item, `Apps[${i}]`, problems));
+  checkDuplicateNames(apps, problems);
+  checkPortOwners(apps, problems);
+  return apps;
+}
+
+function readApp(
+  value: unknown,
+  path: string,
+  problems: ConfigProblem[],
+): AppConfig {
+  const app: AppConfig = { name: "", ports: [], targets: [] };
+  if (!isObject(value)) {
+    problems.push({
+      path,
+      message: `${JSON.stringify(value)} is not an app object`,
+    });
+    return app;
+  }
+  checkKeys(value, APP_KEYS, path, problems);
+  if (typeof value.Name === "string" && value.Name.trim() !== "") {
+    app.name = value.Name;
+  } else {
+    problems.push({
+      path: `${path}.Name`,
+      message: value.Name === undefined
+        ? "is missing: every app needs a unique name"
+        : `${JSON.stringify(value.Name)} is not a name: use a non-empty string`,
+    });
+  }
+  app.ports = readList(value.Ports, `${path}.Ports`, problems, parsePortSpec);
+  app.targets = readList(
+    value.Targets,
+    `${path}.Targets`,
+    problems,
+    parseTarget,
+  );
+  return app;
+}
+
+/** Reads a non-empty list, parsing each item; a string result is an error. */
+function readList<T>(
+  value: unknown,
+  path: string,
+  problems: ConfigProblem[],
+  parseItem: (item: unknown) => T | string,
+): T[] {
+  if (!Array.isArray(value) || value.length === 0) {
+    problems.push({
+      path,
+      message: value === undefined
+        ? "is missing: add a non-empty list"
+        : `${JSON.stringify(value)} is not a non-empty list`,
+    });
+    return [];
+  }
+  const items: T[] = [];
+  for (const [i, item] of value.entries()) {
+    const parsed = parseItem(item);
+    if (typeof parsed === "string") {
+      problems.push({ path: `${path}[${i}]`, message: parsed });
+    } else {
+      items.push(parsed);
+    }
+  }
+  return items;
+}
+
+function checkDuplicateNames(apps: AppConfig[], problems: ConfigProblem[]) {
+  const seen = new Map<string, number>();
+  for (const [i, app] of apps.entries()) {
+    if (app.name === "") continue;
+    const first = seen.get(app.name);
+    if (first === undefined) {
+      seen.set(app.name, i);
+    } else {
+      problems.push({
+        path: `Apps[${i}].Name`,
+        message:
+          `"${app.name}" is already the name of Apps[${first}]: names must be unique`,
+      });
+    }
+  }
+}
+
+/** Reports every port that two entries claim, in one app or in two. */
+function checkPortOwners(apps: AppConfig[], problems: ConfigProblem[]) {
+  const entries = apps.flatMap((app, appIndex) =>
+    app.ports.map((range, portIndex) => ({ range, appIndex, portIndex }))
+  );
+  entries.sort((a, b) => a.range.first - b.range.first);
+  let widest: (typeof entries)[number] | undefined;
+  for (const entry of entries) {
+    if (widest !== undefined && entry.range.first <= widest.range.last) {
+      const overlap = {
+        first: entry.range.first,
+        last: Math.min(entry.range.last, widest.range.last),
+      };
+      const owner = `Apps[${widest.appIndex}].Ports[${widest.portIndex}]`;
+      const where = widest.appIndex === entry.appIndex
+        ? "this app"
+        : `app "${apps[widest.appIndex]?.name}"`;
+      problems.push({
+        path: `Apps[${entry.appIndex}].Ports[${entry.portIndex}]`,
+        message: `port ${
+          formatRange(overlap)
+        } is already used by ${owner} in ${where}: a port belongs to one app, once`,
+      });
+    }
+    if (widest === undefined || entry.range.last > widest.range.last) {
+      widest = entry;
+    }
+  }
+}
+
+function checkKeys(
+  value: Record<string, unknown>,
+  known: readonly string[],
+  path: string,
+  problems: ConfigProblem[],
+) {
+  for (const key of Object.keys(value)) {
+    if (known.includes(key)) continue;
+    const hint = closestKey(key, known);
+    problems.push({
+      path: path === "" ? key : `${path}.${key}`,
+      message: `unknown key${
+        hint === undefined ? "" : `: did you mean "${hint}"?`
+      }${hint === undefined ? `: known keys are ${known.join(", ")}` : ""}`,
+    });
+  }
+}
+
+/** Finds a known key within two edits of `key`, ignoring case. */
+function closestKey(key: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const candidate of known) {
+    const distance = editDistance(key.toLowerCase(), candidate.toLowerCase());
+    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
+  }
+  return best;
+}
+
+/** Damerau-Levenshtein distance (adjacent swaps count as one edit). */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from(
+    { length: a.length + 1 },
+    (_, i) =>
+      Array.from(
+        { length: b.length + 1 },
+        (_, j) => (i === 0 ? j : j === 0 ? i : 0),
+      ),
+  );
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let value = Math.min(
+        d[i - 1]![j]! + 1,
+        d[i]![j - 1]! + 1,
+        d[i - 1]![j - 1]! + cost,
+      );
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        value = Math.min(value, d[i - 2]![j - 2]! + 1);
+      }
+      d[i]![j] = value;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+function syntaxProblem(text: string, error: ParseError): ConfigProblem {
+  const before = text.slice(0, error.offset);
+  const line = before.split("\n").length;
+  const column = error.offset - before.lastIndexOf("\n");
+  return {
+    path: "",
+    message: `line ${line}, column ${column}: ${
+      printParseErrorCode(error.error)
+    }`,
+  };
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}

@@ -1,0 +1,39 @@
+/**
+ * Per-key limiter for repeated log lines: allows `burst` lines per key in
+ * each window and counts the rest, so a flood of one error stays readable.
+ */
+export class LogRateLimiter {
+  readonly burst: number;
+  readonly windowMs: number;
+  #windows = new Map<string, { start: number; count: number }>();
+
+  constructor(burst = 5, windowMs = 10_000) {
+    this.burst = burst;
+    this.windowMs = windowMs;
+  }
+
+  /**
+   * Counts one occurrence of `key` at time `now`. Returns -1 when the line
+   * must be dropped; otherwise the number of lines dropped for this key
+   * since the last one allowed, to report along with it.
+   */
+  allow(key: string, now: number): number {
+    const window = this.#windows.get(key);
+    if (window === undefined || now - window.start >= this.windowMs) {
+      const suppressed = window === undefined
+        ? 0
+        : Math.max(0, window.count - this.burst);
+      this.#windows.set(key, { start: now, count: 1 });
+      if (this.#windows.size > 10_000) this.#prune(now);
+      return suppressed;
+    }
+    window.count++;
+    return window.count <= this.burst ? 0 : -1;
+  }
+
+  #prune(now: number): void {
+    for (const [key, window] of this.#windows) {
+      if (now - window.start >= this.windowMs) this.#windows.delete(key);
+    }
+  }
+}

@@ -1,0 +1,184 @@
+import { parseAddress, parsePrefix, type Prefix } from "./prefix.ts";
+import type { ConfigProblem } from "./config_error.ts";
+
+/** Target selection policy. */
+export type BalancePolicy = "least-connections" | "round-robin" | "random";
+
+/** How client connections reach the proxy. */
+export type FrontendMode = "listeners" | "bpf";
+
+/** Optional top-level settings of a config file, with defaults applied. */
+export interface Settings {
+  /** Address that per-port listeners bind. `"::"` accepts IPv4 and IPv6. */
+  listenAddress: string;
+  balance: BalancePolicy;
+  /** Time for a target to complete DNS lookup and TCP handshake, in ms. */
+  connectTimeoutMs: number;
+  /** First period a failed target is skipped for, in ms; doubles per failure. */
+  backoffMs: number;
+  /** Upper bound of the doubling back-off, in ms. */
+  maxBackoffMs: number;
+  /** Time open connections get to finish on stop, in ms. */
+  drainTimeoutMs: number;
+  /** Connection closed after this long without a byte either way, in ms; 0 never. */
+  idleTimeoutMs: number;
+  mode: FrontendMode;
+  /** Destination addresses that BPF mode steers; other addresses are left alone. */
+  steerPrefixes: Prefix[];
+}
+
+/** Defaults, chosen to match what HAProxy and Envoy users expect. */
+export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
+  listenAddress: "::",
+  balance: "least-connections",
+  connectTimeoutMs: 5_000,
+  backoffMs: 1_000,
+  maxBackoffMs: 30_000,
+  drainTimeoutMs: 30_000,
+  idleTimeoutMs: 3_600_000,
+  mode: "listeners",
+  steerPrefixes: [parsePrefix("127.0.0.0/8"), parsePrefix("::1/128")],
+});
+
+/** Config keys of the settings, and how each value is read. */
+const DURATIONS = {
+  ConnectTimeoutMs: { field: "connectTimeoutMs", min: 1 },
+  BackoffMs: { field: "backoffMs", min: 1 },
+  MaxBackoffMs: { field: "maxBackoffMs", min: 1 },
+  DrainTimeoutMs: { field: "drainTimeoutMs", min: 0 },
+  IdleTimeoutMs: { field: "idleTimeoutMs", min: 0 },
+} as const;
+
+const POLICIES: readonly BalancePolicy[] = [
+  "least-connections",
+  "round-robin",
+  "random",
+];
+const MODES: readonly FrontendMode[] = ["listeners", "bpf"];
+
+/** Every top-level key that a config file may contain. */
+export const SETTING_KEYS: readonly string[] = [
+  "ListenAddress",
+  "Balance",
+  "Mode",
+  "SteerPrefixes",
+  ...Object.keys(DURATIONS),
+];
+
+/**
+ * Reads the settings from a parsed config root, applying defaults for
+ * missing keys. Appends one problem per invalid value to `problems`.
+ */
+export function readSettings(
+  root: Record<string, unknown>,
+  problems: ConfigProblem[],
+): Settings {
+  const settings: Settings = {
+    ...DEFAULT_SETTINGS,
+    steerPrefixes: [...DEFAULT_SETTINGS.steerPrefixes],
+  };
+  for (const [key, { field, min }] of Object.entries(DURATIONS)) {
+    const value = root[key];
+    if (value === undefined) continue;
+    if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
+      problems.push({
+        path: key,
+        message: `${
+          JSON.stringify(value)
+        } is not a duration: use an integer number of milliseconds, at least ${min}`,
+      });
+    } else {
+      settings[field] = value;
+    }
+  }
+  if (settings.maxBackoffMs < settings.backoffMs) {
+    problems.push({
+      path: "MaxBackoffMs",
+      message:
+        `${settings.maxBackoffMs} is less than BackoffMs (${settings.backoffMs}): raise it or lower BackoffMs`,
+    });
+  }
+  readChoice(root, "Balance", POLICIES, problems, (v) => settings.balance = v);
+  readChoice(root, "Mode", MODES, problems, (v) => settings.mode = v);
+  readListenAddress(root, problems, settings);
+  readSteerPrefixes(root, problems, settings);
+  return settings;
+}
+
+function readChoice<T extends string>(
+  root: Record<string, unknown>,
+  key: string,
+  choices: readonly T[],
+  problems: ConfigProblem[],
+  assign: (value: T) => void,
+): void {
+  const value = root[key];
+  if (value === undefined) return;
+  if (
+    typeof value === "string" && (choices as readonly string[]).includes(value)
+  ) {
+    assign(value as T);
+    return;
+  }
+  problems.push({
+    path: key,
+    message: `${JSON.stringify(value)} is not valid: use one of ${
+      choices.map((c) => `"${c}"`).join(", ")
+    }`,
+  });
+}
+
+function readListenAddress(
+  root: Record<string, unknown>,
+  problems: ConfigProblem[],
+  settings: Settings,
+): void {
+  const value = root.ListenAddress;
+  if (value === undefined) return;
+  if (typeof value === "string" && isLiteralAddress(value)) {
+    settings.listenAddress = value;
+    return;
+  }
+  problems.push({
+    path: "ListenAddress",
+    message: `${
+      JSON.stringify(value)
+    } is not an IP address: use a literal such as "0.0.0.0", "::" or "127.0.0.1", without brackets or port`,
+  });
+}
+
+function readSteerPrefixes(
+  root: Record<string, unknown>,
+  problems: ConfigProblem[],
+  settings: Settings,
+): void {
+  const value = root.SteerPrefixes;
+  if (value === undefined) return;
+  if (!Array.isArray(value) || value.length === 0) {
+    problems.push({
+      path: "SteerPrefixes",
+      message: `${
+        JSON.stringify(value)
+      } is not valid: use a non-empty list of prefixes such as ["192.0.2.0/24", "2001:db8::/64"]`,
+    });
+    return;
+  }
+  settings.steerPrefixes = [];
+  for (const [i, item] of value.entries()) {
+    try {
+      if (typeof item !== "string") {
+        throw new SyntaxError(`${JSON.stringify(item)} is not a string`);
+      }
+      settings.steerPrefixes.push(parsePrefix(item));
+    } catch (error) {
+      problems.push({
+        path: `SteerPrefixes[${i}]`,
+        message: (error as Error).message,
+      });
+    }
+  }
+}
+
+function isLiteralAddress(text: string): boolean {
+  return parseAddress(text) !== undefined;
+}

@@ -1,0 +1,51 @@
+import { parseAddress } from "./prefix.ts";
+
+/** Target address from the config, such as `app.internal:6001` or `[::1]:9001`. */
+export interface TargetAddress {
+  /** Host name or literal address, without brackets. */
+  hostname: string;
+  port: number;
+  /** The text as written in the config, used in logs. */
+  label: string;
+}
+
+const HOSTNAME =
+  /^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$/;
+
+/**
+ * Parses a target written as `host:port`. IPv6 literals must be in
+ * brackets, as in `[::1]:9001`, because `::1:9001` is ambiguous.
+ *
+ * @returns the address, or an error message naming the value and the fix
+ */
+export function parseTarget(value: unknown): TargetAddress | string {
+  if (typeof value !== "string") {
+    return `${JSON.stringify(value)} is not a target: use a "host:port" string`;
+  }
+  const colon = value.lastIndexOf(":");
+  if (colon < 0) {
+    return `"${value}" is not a target: the port is missing, use "host:port"`;
+  }
+  let host = value.slice(0, colon);
+  const portText = value.slice(colon + 1);
+  if (host.startsWith("[") && host.endsWith("]")) {
+    host = host.slice(1, -1);
+    if (!host.includes(":") || parseAddress(host) === undefined) {
+      return `"${value}" is not a target: "${host}" in brackets is not an IPv6 address`;
+    }
+  } else if (host.includes(":")) {
+    return `"${value}" is not a target: write IPv6 addresses in brackets, such as "[::1]:9001"`;
+  } else if (host === "" || !HOSTNAME.test(host)) {
+    return `"${value}" is not a target: "${host}" is not a host name or IPv4 address`;
+  } else if (/^[\d.]+$/.test(host) && parseAddress(host) === undefined) {
+    return `"${value}" is not a target: "${host}" is not an IPv4 address`;
+  }
+  if (!/^\d{1,5}$/.test(portText)) {
+    return `"${value}" is not a target: "${portText}" is not a port (1-65535)`;
+  }
+  const port = Number(portText);
+  if (port < 1 || port > 65535) {
+    return `"${value}" is not a target: port ${port} is out of range (1-65535)`;
+  }
+  return { hostname: host, port, label: value };
+}

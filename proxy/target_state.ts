@@ -1,0 +1,65 @@
+import type { TargetAddress } from "./target.ts";
+
+/**
+ * Runtime state of one target: open connections and passive health.
+ *
+ * A failed connect marks the target down for a back-off period that doubles
+ * with each failure in a row, up to a maximum. When the period ends, one
+ * connection may try the target again (a probe) while others still skip it,
+ * so a dead target costs at most one failed attempt per period.
+ */
+export class TargetState {
+  readonly address: TargetAddress;
+  /** Open proxied connections to this target. */
+  active = 0;
+  /** Connect failures in a row; 0 when the target is up. */
+  failures = 0;
+  /** Time (ms since epoch) until which the target is skipped. */
+  downUntil = 0;
+  /** Whether a probe connect is in flight after the back-off ended. */
+  probing = false;
+
+  constructor(address: TargetAddress) {
+    this.address = address;
+  }
+
+  /** Returns whether new connections may be sent here at time `now`. */
+  isAvailable(now: number): boolean {
+    if (this.failures === 0) return true;
+    return !this.probing && now >= this.downUntil;
+  }
+
+  /** Returns whether the target is in back-off at time `now`. */
+  isDown(now: number): boolean {
+    return this.failures > 0 && (this.probing || now < this.downUntil);
+  }
+
+  /** Records the start of a connect; a target past its back-off becomes a probe. */
+  beginConnect(): void {
+    if (this.failures > 0) this.probing = true;
+  }
+
+  /**
+   * Records a failed connect and starts or extends the back-off.
+   * Returns the back-off period in ms.
+   */
+  recordFailure(now: number, backoffMs: number, maxBackoffMs: number): number {
+    this.probing = false;
+    this.failures++;
+    const period = Math.min(
+      backoffMs * 2 ** Math.min(this.failures - 1, 30),
+      maxBackoffMs,
+    );
+    this.downUntil = now + period;
+    return period;
+  }
+
+  /** Records a successful connect. Returns whether the target was down. */
+  recordSuccess(): boolean {
+    const wasDown = this.failures > 0;
+    this.failures = 0;
+    this.probing = false;
+    this.downUntil = 0;
+    return wasDown;
+  }
+}
