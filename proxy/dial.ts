@@ -1,3 +1,4 @@
+import type { Resolver } from "./resolver.ts";
 import type { TargetAddress } from "./target.ts";
 
 /** Failed connect to one target, with the reason in plain words. */
@@ -15,36 +16,55 @@ export class DialError extends Error {
 }
 
 /**
- * Connects to a target, resolving its host name first. The whole attempt,
- * lookup included, is cut off after `timeoutMs`, so a blackholed target or
- * a slow resolver holds the client no longer than that.
+ * Connects to a target, looking up its host name through `resolver` first.
+ * The whole attempt, lookup included, is cut off after `timeoutMs`, so a
+ * blackholed target or a slow resolver holds the client no longer than that.
+ * When the name has several addresses, each is tried in turn.
  *
  * @throws {DialError} naming the target and the reason
  */
 export async function dialTarget(
   target: TargetAddress,
   timeoutMs: number,
+  resolver: Resolver,
 ): Promise<Deno.TcpConn> {
   const signal = AbortSignal.timeout(timeoutMs);
+  let addresses: string[];
   try {
-    const conn = await Deno.connect({
-      hostname: target.hostname,
-      port: target.port,
-      signal,
-    });
-    if (signal.aborted) {
-      conn.close();
-      throw new DialError(target, `timed out after ${timeoutMs} ms`);
-    }
-    return conn;
+    addresses = await abortable(resolver.resolve(target.hostname), signal);
   } catch (error) {
-    if (error instanceof DialError) throw error;
     throw new DialError(
       target,
       describeDialError(error, signal, timeoutMs),
       error,
     );
   }
+  let lastError: unknown;
+  for (const hostname of addresses) {
+    try {
+      return await Deno.connect({ hostname, port: target.port, signal });
+    } catch (error) {
+      lastError = error;
+      if (signal.aborted) break;
+    }
+  }
+  throw new DialError(
+    target,
+    describeDialError(lastError, signal, timeoutMs),
+    lastError,
+  );
+}
+
+/** Settles like `promise`, or rejects when `signal` aborts first. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() =>
+      signal.removeEventListener("abort", onAbort)
+    );
+  });
 }
 
 function describeDialError(
@@ -55,8 +75,5 @@ function describeDialError(
   if (signal.aborted) return `timed out after ${timeoutMs} ms`;
   if (error instanceof Deno.errors.ConnectionRefused) return "refused";
   const message = error instanceof Error ? error.message : String(error);
-  if (/failed to lookup address/i.test(message)) {
-    return `cannot resolve host name (${message})`;
-  }
   return message;
 }

@@ -6,6 +6,8 @@
  * configured port to it with an `sk_lookup` program.
  */
 
+import type { Prefix } from "./prefix.ts";
+
 /** Called for every accepted connection with its original destination port. */
 export type ConnHandler = (conn: Deno.TcpConn, port: number) => void;
 
@@ -26,6 +28,12 @@ export interface Frontend {
    * failed call are closed again, and the previous set keeps working.
    */
   apply(ports: readonly PortRange[]): Promise<void>;
+
+  /**
+   * Replaces the destination prefixes that are steered, in frontends that
+   * steer by address (BPF mode). Others do not implement it.
+   */
+  setPrefixes?(prefixes: readonly Prefix[]): Promise<void> | void;
 
   /** Stops accepting everywhere. Established connections are not touched. */
   close(): Promise<void>;

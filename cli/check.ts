@@ -1,0 +1,33 @@
+import { readConfig } from "../proxy/config.ts";
+import { ConfigError, formatProblem } from "../proxy/config_error.ts";
+import { countPorts, mergeRanges } from "../proxy/ports.ts";
+
+/**
+ * Validates a config file and prints the result: a summary when it is
+ * valid, every problem when it is not. Returns the exit code, 0 or 1.
+ */
+export async function checkConfig(path: string): Promise<number> {
+  try {
+    const config = await readConfig(path);
+    const ports = countPorts(mergeRanges(config.apps.flatMap((a) => a.ports)));
+    const targets = config.apps.reduce((n, a) => n + a.targets.length, 0);
+    // deno-lint-ignore no-console
+    console.log(
+      `${path}: valid, ${config.apps.length} apps, ${ports} ports, ${targets} targets, mode ${config.settings.mode}`,
+    );
+    return 0;
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      // deno-lint-ignore no-console
+      console.error(
+        `${path}: ${error.problems.length} problem(s)\n  ${
+          error.problems.map(formatProblem).join("\n  ")
+        }`,
+      );
+    } else {
+      // deno-lint-ignore no-console
+      console.error(`${path}: cannot read: ${(error as Error).message}`);
+    }
+    return 1;
+  }
+}

@@ -1,0 +1,156 @@
+import { getLogger } from "@logtape/logtape";
+import { type Config, readConfig } from "../proxy/config.ts";
+import { ConfigError, formatProblem } from "../proxy/config_error.ts";
+import { watchConfig } from "../proxy/config_watch.ts";
+import type { Frontend } from "../proxy/frontend.ts";
+import { PortListeners } from "../proxy/port_listeners.ts";
+import { formatRange } from "../proxy/ports.ts";
+import { Proxy } from "../proxy/proxy.ts";
+import type { FrontendMode } from "../proxy/settings.ts";
+
+const log = getLogger(["anyport"]);
+
+/** Options of the default command, which runs the proxy. */
+export interface RunOptions {
+  configPath: string;
+  /** Overrides the config's `Mode` when set. */
+  mode?: FrontendMode;
+}
+
+/**
+ * Runs the proxy until SIGINT or SIGTERM, reloading the config when the
+ * file changes or on SIGHUP. Returns the exit code.
+ */
+export async function runProxy(options: RunOptions): Promise<number> {
+  let config: Config;
+  try {
+    config = withMode(await readConfig(options.configPath), options.mode);
+  } catch (error) {
+    logConfigError(options.configPath, error, "Cannot start");
+    return 2;
+  }
+  let proxy: Proxy;
+  try {
+    proxy = await Proxy.start(config, createFrontend);
+  } catch (error) {
+    log.fatal("Cannot start: {error}", { error: (error as Error).message });
+    return 1;
+  }
+  log.info("Started in {mode} mode: {apps} apps on {ports} ports", {
+    mode: config.settings.mode,
+    apps: config.apps.length,
+    ports: countConfigPorts(config),
+    appPorts: Object.fromEntries(
+      config.apps.map((
+        app,
+      ) => [app.name, app.ports.map(formatRange).join(",")]),
+    ),
+  });
+
+  let reloading = Promise.resolve();
+  const reload = () => {
+    reloading = reloading.then(() => reloadConfig(proxy, options));
+  };
+  const stopWatching = watchConfig(options.configPath, reload);
+  await waitForStopSignal();
+  stopWatching();
+  await reloading;
+  log.info(
+    "Stopping: no new connections, draining {count} open connections for up to {drainMs} ms",
+    {
+      count: proxy.connections,
+      drainMs: proxy.config.settings.drainTimeoutMs,
+    },
+  );
+  const closed = await proxy.stop();
+  log.info(
+    "Stopped; {closed} connections were closed at the end of the drain",
+    { closed },
+  );
+  return 0;
+}
+
+async function reloadConfig(proxy: Proxy, options: RunOptions): Promise<void> {
+  let config: Config;
+  try {
+    config = withMode(await readConfig(options.configPath), options.mode);
+  } catch (error) {
+    logConfigError(
+      options.configPath,
+      error,
+      "Reload rejected, the running config stays in force",
+    );
+    return;
+  }
+  try {
+    const changes = await proxy.reload(config);
+    if (changes.length === 0) {
+      log.info("Reloaded {path}: no changes", { path: options.configPath });
+    } else {
+      log.info("Reloaded {path}: {changes}", {
+        path: options.configPath,
+        changes: changes.join("; "),
+      });
+    }
+  } catch (error) {
+    log.error("Reload rejected, the running config stays in force: {error}", {
+      error: (error as Error).message,
+    });
+  }
+}
+
+async function createFrontend(
+  config: Config,
+  onConn: (conn: Deno.TcpConn, port: number) => void,
+): Promise<Frontend> {
+  if (config.settings.mode === "listeners") {
+    return new PortListeners(config.settings.listenAddress, onConn);
+  }
+  // Imported here so that the default mode loads neither libbpf nor the
+  // embedded BPF object.
+  const { BpfFrontend } = await import("../proxy/bpf_frontend.ts");
+  return await BpfFrontend.open({
+    prefixes: config.settings.steerPrefixes,
+    onConn,
+  });
+}
+
+function withMode(config: Config, mode: FrontendMode | undefined): Config {
+  if (mode === undefined) return config;
+  return { ...config, settings: { ...config.settings, mode } };
+}
+
+function logConfigError(path: string, error: unknown, action: string) {
+  if (error instanceof ConfigError) {
+    log.error(`${action}: {path} has {count} problem(s):\n  {problems}`, {
+      path,
+      count: error.problems.length,
+      problems: error.problems.map(formatProblem).join("\n  "),
+    });
+  } else {
+    log.error(`${action}: cannot read {path}: {error}`, {
+      path,
+      error: (error as Error).message,
+    });
+  }
+}
+
+function countConfigPorts(config: Config): number {
+  let count = 0;
+  for (const app of config.apps) {
+    for (const range of app.ports) count += range.last - range.first + 1;
+  }
+  return count;
+}
+
+function waitForStopSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    const onSignal = () => {
+      Deno.removeSignalListener("SIGINT", onSignal);
+      Deno.removeSignalListener("SIGTERM", onSignal);
+      resolve();
+    };
+    Deno.addSignalListener("SIGINT", onSignal);
+    Deno.addSignalListener("SIGTERM", onSignal);
+  });
+}

@@ -1,0 +1,123 @@
+/**
+ * anyport command line: runs the proxy, checks a config, or inspects and
+ * removes BPF steering state.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { checkConfig } from "./cli/check.ts";
+import { LOG_LEVELS, setupLogging } from "./cli/logging.ts";
+import { runProxy } from "./cli/run.ts";
+import type { LogLevel } from "@logtape/logtape";
+import type { FrontendMode } from "./proxy/settings.ts";
+import denoJson from "./deno.json" with { type: "json" };
+
+const HELP =
+  `anyport ${denoJson.version}: TCP proxy that routes each port to an app's targets
+
+Usage:
+  anyport [options]               run the proxy
+  anyport check [--config PATH]   validate a config file and exit
+  anyport bpf status [--json]     show the BPF steering state of this network namespace
+  anyport bpf detach              remove the BPF program, link and pins
+
+Options:
+  -c, --config PATH      config file (default: ./config.json); reloaded when it
+                         changes and on SIGHUP
+      --mode MODE        "listeners" (one socket per port) or "bpf" (one socket,
+                         ports steered by BPF sk_lookup); overrides the config's Mode
+      --log-level LEVEL  lowest level logged: trace, debug, info, warning, error,
+                         fatal (default: info)
+      --log-format FMT   "text" or "json" lines on standard error (default: text)
+      --no-access-log    do not log one line per finished connection
+  -h, --help             show this help
+  -V, --version          show the version
+
+Signals: SIGHUP reloads the config; SIGINT and SIGTERM stop accepting, let open
+connections finish for up to DrainTimeoutMs, then exit 0.`;
+
+async function main(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        config: { type: "string", short: "c", default: "./config.json" },
+        mode: { type: "string" },
+        "log-level": { type: "string", default: "info" },
+        "log-format": { type: "string", default: "text" },
+        "access-log": { type: "boolean", default: true },
+        "no-access-log": { type: "boolean", default: false },
+        json: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+        version: { type: "boolean", short: "V", default: false },
+      },
+    });
+  } catch (error) {
+    return usageError((error as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    // deno-lint-ignore no-console
+    console.log(HELP);
+    return 0;
+  }
+  if (values.version) {
+    // deno-lint-ignore no-console
+    console.log(`anyport ${denoJson.version} (deno ${Deno.version.deno})`);
+    return 0;
+  }
+  const level = values["log-level"];
+  if (!(LOG_LEVELS as string[]).includes(level)) {
+    return usageError(
+      `Invalid --log-level "${level}": use one of ${LOG_LEVELS.join(", ")}`,
+    );
+  }
+  const format = values["log-format"];
+  if (format !== "text" && format !== "json") {
+    return usageError(`Invalid --log-format "${format}": use "text" or "json"`);
+  }
+  const mode = values.mode;
+  if (mode !== undefined && mode !== "listeners" && mode !== "bpf") {
+    return usageError(`Invalid --mode "${mode}": use "listeners" or "bpf"`);
+  }
+  await setupLogging({
+    level: level as LogLevel,
+    format,
+    accessLog: values["access-log"] && !values["no-access-log"],
+  });
+
+  const [command, ...rest] = positionals;
+  switch (command) {
+    case undefined:
+    case "run":
+      return await runProxy({
+        configPath: values.config,
+        ...(mode === undefined ? {} : { mode: mode as FrontendMode }),
+      });
+    case "check":
+      return await checkConfig(values.config);
+    case "bpf": {
+      const { runBpfCommand } = await import("./cli/bpf.ts");
+      return await runBpfCommand([...rest, ...(values.json ? ["--json"] : [])]);
+    }
+    default:
+      return usageError(
+        `Unknown command "${command}": use check, bpf or no command`,
+      );
+  }
+}
+
+function usageError(message: string): number {
+  // deno-lint-ignore no-console
+  console.error(`${message}\nRun "anyport --help" for usage.`);
+  return 2;
+}
+
+if (import.meta.main) {
+  const code = await main(Deno.args);
+  const { dispose } = await import("@logtape/logtape");
+  await dispose();
+  Deno.exit(code);
+}

@@ -1,0 +1,28 @@
+import type { AppConfig } from "./config.ts";
+import { Balancer } from "./balancer.ts";
+import type { Settings } from "./settings.ts";
+import { TargetState } from "./target_state.ts";
+
+/** Runtime state of one app: its targets with their health, and a balancer. */
+export class App {
+  readonly config: AppConfig;
+  readonly targets: readonly TargetState[];
+  readonly balancer: Balancer;
+
+  /**
+   * @param previous the app's state before a reload; targets with the same
+   * address keep their connection counts and health
+   */
+  constructor(config: AppConfig, settings: Settings, previous?: App) {
+    this.config = config;
+    this.balancer = new Balancer(settings.balance);
+    const old = new Map(previous?.targets.map((t) => [t.address.label, t]));
+    this.targets = config.targets.map((address) =>
+      old.get(address.label) ?? new TargetState(address)
+    );
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+}

@@ -1,0 +1,106 @@
+import type { AppConfig, Config } from "./config.ts";
+import { formatRange } from "./ports.ts";
+import { formatPrefix } from "./prefix.ts";
+import type { Settings } from "./settings.ts";
+
+/**
+ * Describes what changes from `before` to `after`, one line per change,
+ * such as `app "web": ports added 8081` or `ConnectTimeoutMs: 5000 -> 2000`.
+ * Returns an empty list when the configs are equivalent.
+ */
+export function describeChanges(before: Config, after: Config): string[] {
+  const changes: string[] = [];
+  const old = new Map(before.apps.map((app) => [app.name, app]));
+  const next = new Map(after.apps.map((app) => [app.name, app]));
+  for (const [name, app] of next) {
+    const previous = old.get(name);
+    if (previous === undefined) {
+      changes.push(
+        `app "${name}" added: ports ${listPorts(app)}, targets ${
+          listTargets(app)
+        }`,
+      );
+    } else {
+      changes.push(...describeAppChanges(previous, app));
+    }
+  }
+  for (const name of old.keys()) {
+    if (!next.has(name)) changes.push(`app "${name}" removed`);
+  }
+  changes.push(...describeSettingChanges(before.settings, after.settings));
+  return changes;
+}
+
+function describeAppChanges(before: AppConfig, after: AppConfig): string[] {
+  const changes: string[] = [];
+  const ports = diff(
+    before.ports.map(formatRange),
+    after.ports.map(formatRange),
+  );
+  const targets = diff(
+    before.targets.map((t) => t.label),
+    after.targets.map((t) => t.label),
+  );
+  for (
+    const [kind, { added, removed }] of [["ports", ports], [
+      "targets",
+      targets,
+    ]] as const
+  ) {
+    if (added.length > 0) {
+      changes.push(`app "${after.name}": ${kind} added ${added.join(", ")}`);
+    }
+    if (removed.length > 0) {
+      changes.push(
+        `app "${after.name}": ${kind} removed ${removed.join(", ")}`,
+      );
+    }
+  }
+  return changes;
+}
+
+const SETTING_NAMES: Record<keyof Settings, string> = {
+  listenAddress: "ListenAddress",
+  balance: "Balance",
+  connectTimeoutMs: "ConnectTimeoutMs",
+  backoffMs: "BackoffMs",
+  maxBackoffMs: "MaxBackoffMs",
+  drainTimeoutMs: "DrainTimeoutMs",
+  idleTimeoutMs: "IdleTimeoutMs",
+  mode: "Mode",
+  steerPrefixes: "SteerPrefixes",
+};
+
+function describeSettingChanges(before: Settings, after: Settings): string[] {
+  const changes: string[] = [];
+  for (const [field, name] of Object.entries(SETTING_NAMES)) {
+    const key = field as keyof Settings;
+    const a = formatSetting(before[key]);
+    const b = formatSetting(after[key]);
+    if (a !== b) changes.push(`${name}: ${a} -> ${b}`);
+  }
+  return changes;
+}
+
+function formatSetting(value: Settings[keyof Settings]): string {
+  return Array.isArray(value)
+    ? value.map(formatPrefix).join(", ")
+    : String(value);
+}
+
+function diff(before: string[], after: string[]) {
+  const old = new Set(before);
+  const next = new Set(after);
+  return {
+    added: after.filter((item) => !old.has(item)),
+    removed: before.filter((item) => !next.has(item)),
+  };
+}
+
+function listPorts(app: AppConfig): string {
+  return app.ports.map(formatRange).join(", ");
+}
+
+function listTargets(app: AppConfig): string {
+  return app.targets.map((t) => t.label).join(", ");
+}

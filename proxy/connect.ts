@@ -1,0 +1,95 @@
+import { getLogger } from "@logtape/logtape";
+import type { App } from "./app.ts";
+import { DialError, dialTarget } from "./dial.ts";
+import { LogRateLimiter } from "./rate_limit.ts";
+import type { Resolver } from "./resolver.ts";
+import type { Settings } from "./settings.ts";
+import type { TargetState } from "./target_state.ts";
+
+const log = getLogger(["anyport", "target"]);
+const limiter = new LogRateLimiter();
+
+/** Established connection to one of an app's targets. */
+export interface TargetConn {
+  conn: Deno.TcpConn;
+  target: TargetState;
+  /** Connect attempts made, including the one that succeeded. */
+  attempts: number;
+}
+
+/**
+ * Connects to one of the app's targets, in the balancer's order, trying the
+ * next target after each failure until one answers or all were tried.
+ * Failed targets go into back-off; a target that answers again is logged
+ * as back up.
+ *
+ * @param client client address, for the logs
+ * @returns the connection, or `undefined` when no target could be reached
+ */
+export async function connectToApp(
+  app: App,
+  settings: Settings,
+  resolver: Resolver,
+  client: string,
+): Promise<TargetConn | undefined> {
+  const candidates = app.balancer.order(app.targets, Date.now());
+  let attempts = 0;
+  for (const [i, target] of candidates.entries()) {
+    attempts++;
+    target.beginConnect();
+    try {
+      const conn = await dialTarget(
+        target.address,
+        settings.connectTimeoutMs,
+        resolver,
+      );
+      if (target.recordSuccess()) {
+        log.info("Target {target} of app {app} is back up", {
+          app: app.name,
+          target: target.address.label,
+        });
+      }
+      return { conn, target, attempts };
+    } catch (error) {
+      if (!(error instanceof DialError)) throw error;
+      const wasUp = target.failures === 0;
+      const period = target.recordFailure(
+        Date.now(),
+        settings.backoffMs,
+        settings.maxBackoffMs,
+      );
+      logFailure(app, target, error, client, i < candidates.length - 1);
+      if (wasUp) {
+        log.warning(
+          "Target {target} of app {app} marked down for {backoffMs} ms",
+          { app: app.name, target: target.address.label, backoffMs: period },
+        );
+      }
+    }
+  }
+  return undefined;
+}
+
+function logFailure(
+  app: App,
+  target: TargetState,
+  error: DialError,
+  client: string,
+  failover: boolean,
+) {
+  const suppressed = limiter.allow(
+    `${app.name}\0${target.address.label}`,
+    Date.now(),
+  );
+  if (suppressed < 0) return;
+  const message = failover
+    ? "Connect to target {target} of app {app} failed: {reason}; trying the next target"
+    : "Connect to target {target} of app {app} failed: {reason}; no target left to try";
+  log.warning(message, {
+    app: app.name,
+    target: target.address.label,
+    reason: error.reason,
+    client,
+    suppressed,
+  });
+}

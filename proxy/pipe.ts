@@ -1,0 +1,143 @@
+import { resetConn } from "./reset.ts";
+
+/** Size of the buffer each direction reads into, in bytes. */
+export const BUFFER_SIZE = 16 * 1024;
+
+/** Outcome of a finished pipe. */
+export interface PipeResult {
+  /** Bytes copied from client to target. */
+  sent: number;
+  /** Bytes copied from target to client. */
+  received: number;
+  /**
+   * How the pipe ended: `"closed"` after both sides finished cleanly,
+   * `"client reset"`/`"target reset"` when one side sent a reset and the
+   * other was reset in turn, `"client error"`/`"target error"` for other
+   * socket errors (also passed on as a reset), `"aborted"` when the proxy
+   * closed it at idle timeout or drain end.
+   */
+  end:
+    | "closed"
+    | "client reset"
+    | "target reset"
+    | "client error"
+    | "target error"
+    | "aborted";
+}
+
+type Side = "client" | "target";
+
+/**
+ * Bidirectional copy between a client and a target connection.
+ *
+ * Each direction reads into its own buffer and writes it out in full before
+ * reading again, so a slow reader holds back its writer (backpressure) and
+ * a connection never buffers more than one buffer per direction. When one
+ * side finishes sending, the other side's write half is closed, and the
+ * opposite direction goes on. When one side resets, the other is reset too.
+ * Both connections are closed once `done` settles, on every path.
+ */
+export class Pipe {
+  readonly client: Deno.TcpConn;
+  readonly target: Deno.TcpConn;
+  sent = 0;
+  received = 0;
+  /** Time of the last byte in either direction, from `Date.now()`. */
+  lastActive = Date.now();
+  readonly done: Promise<PipeResult>;
+  #end: PipeResult["end"] | undefined;
+  #closed = false;
+
+  constructor(client: Deno.TcpConn, target: Deno.TcpConn) {
+    this.client = client;
+    this.target = target;
+    this.done = this.#run();
+  }
+
+  /** Closes both connections now, for example at idle timeout or drain end. */
+  abort(): void {
+    this.#end ??= "aborted";
+    this.#close();
+  }
+
+  async #run(): Promise<PipeResult> {
+    await Promise.all([
+      this.#copy(this.client, this.target, "client"),
+      this.#copy(this.target, this.client, "target"),
+    ]);
+    this.#close();
+    return {
+      sent: this.sent,
+      received: this.received,
+      end: this.#end ?? "closed",
+    };
+  }
+
+  /** Copies `src` to `dst` until `src` ends, then half-closes `dst`. */
+  async #copy(src: Deno.TcpConn, dst: Deno.TcpConn, from: Side) {
+    const buffer = new Uint8Array(BUFFER_SIZE);
+    for (;;) {
+      let n: number | null;
+      try {
+        n = await src.read(buffer);
+      } catch (error) {
+        this.#fail(from, error);
+        return;
+      }
+      if (n === null) break;
+      if (from === "client") this.sent += n;
+      else this.received += n;
+      this.lastActive = Date.now();
+      try {
+        await writeAll(dst, buffer.subarray(0, n));
+      } catch (error) {
+        this.#fail(from === "client" ? "target" : "client", error);
+        return;
+      }
+    }
+    if (this.#closed) return;
+    try {
+      await dst.closeWrite();
+    } catch (error) {
+      // The peer may have gone away: treat it like a failed write.
+      this.#fail(from === "client" ? "target" : "client", error);
+    }
+  }
+
+  /**
+   * Ends the pipe after an error on `side` and resets the other side. Any
+   * error counts, not only a reset, because a FIN would tell the peer that
+   * the stream ended complete.
+   */
+  #fail(side: Side, error: unknown) {
+    if (this.#closed) return;
+    this.#end ??= isReset(error) ? `${side} reset` : `${side} error`;
+    resetConn(side === "client" ? this.target : this.client);
+    this.#close();
+  }
+
+  #close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const conn of [this.client, this.target]) {
+      try {
+        conn.close();
+      } catch {
+        // Already closed, for example by resetConn().
+      }
+    }
+  }
+}
+
+async function writeAll(conn: Deno.TcpConn, data: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < data.length) {
+    offset += await conn.write(data.subarray(offset));
+  }
+}
+
+function isReset(error: unknown): boolean {
+  return error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.BrokenPipe ||
+    error instanceof Deno.errors.ConnectionAborted;
+}

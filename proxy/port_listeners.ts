@@ -1,0 +1,80 @@
+import { getLogger } from "@logtape/logtape";
+import type { ConnHandler, Frontend, PortRange } from "./frontend.ts";
+import { acceptLoop } from "./accept_loop.ts";
+import { formatHostPort } from "./address.ts";
+
+const log = getLogger(["anyport", "listener"]);
+
+/** Frontend that opens one listening socket per configured port. */
+export class PortListeners implements Frontend {
+  readonly hostname: string;
+  readonly #onConn: ConnHandler;
+  readonly #listeners = new Map<number, Deno.TcpListener>();
+
+  /**
+   * @param hostname address to bind, such as `"::"` for every IPv4 and IPv6
+   * address, or `"127.0.0.1"`
+   */
+  constructor(hostname: string, onConn: ConnHandler) {
+    this.hostname = hostname;
+    this.#onConn = onConn;
+  }
+
+  /** Ports with an open listener, in ascending order. */
+  get ports(): number[] {
+    return [...this.#listeners.keys()].sort((a, b) => a - b);
+  }
+
+  async apply(ranges: readonly PortRange[]): Promise<void> {
+    const wanted = new Set<number>();
+    for (const { first, last } of ranges) {
+      for (let port = first; port <= last; port++) wanted.add(port);
+    }
+    const opened: number[] = [];
+    try {
+      for (const port of wanted) {
+        if (this.#listeners.has(port)) continue;
+        this.#listeners.set(port, this.#listen(port));
+        opened.push(port);
+      }
+    } catch (error) {
+      for (const port of opened) this.#closePort(port);
+      throw error;
+    }
+    for (const port of [...this.#listeners.keys()]) {
+      if (!wanted.has(port)) this.#closePort(port);
+    }
+    await Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    for (const port of [...this.#listeners.keys()]) this.#closePort(port);
+    return Promise.resolve();
+  }
+
+  #listen(port: number): Deno.TcpListener {
+    let listener: Deno.TcpListener;
+    try {
+      listener = Deno.listen({ hostname: this.hostname, port });
+    } catch (error) {
+      throw new Error(
+        `Cannot listen on ${formatHostPort(this.hostname, port)}: ${
+          (error as Error).message
+        }. Stop the process that uses the port or remove it from the config`,
+        { cause: error },
+      );
+    }
+    acceptLoop(listener, (conn) => this.#onConn(conn, port), log);
+    return listener;
+  }
+
+  #closePort(port: number) {
+    const listener = this.#listeners.get(port);
+    this.#listeners.delete(port);
+    try {
+      listener?.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}

@@ -1,0 +1,52 @@
+import type { App } from "./app.ts";
+import type { Pipe } from "./pipe.ts";
+import { formatAddr } from "./address.ts";
+
+/** One accepted client connection, from accept until both sides close. */
+export class Session {
+  readonly client: Deno.TcpConn;
+  readonly port: number;
+  readonly app: App;
+  readonly clientLabel: string;
+  readonly started = Date.now();
+  /** Set once a target answered and bytes flow. */
+  pipe: Pipe | undefined;
+  aborted = false;
+  /** Settles when the session has closed both connections. */
+  readonly done: Promise<void>;
+  #resolve!: () => void;
+
+  constructor(client: Deno.TcpConn, port: number, app: App) {
+    this.client = client;
+    this.port = port;
+    this.app = app;
+    this.clientLabel = formatAddr(client.remoteAddr);
+    this.done = new Promise((resolve) => this.#resolve = resolve);
+  }
+
+  /** Closes the session now: both connections, or the client while connecting. */
+  abort(): void {
+    this.aborted = true;
+    if (this.pipe !== undefined) {
+      this.pipe.abort();
+      return;
+    }
+    try {
+      this.client.close();
+    } catch {
+      // Already closed.
+    }
+  }
+
+  /** Marks the session closed; called once on every path. */
+  finish(): void {
+    if (this.pipe === undefined) {
+      try {
+        this.client.close();
+      } catch {
+        // Already closed by abort().
+      }
+    }
+    this.#resolve();
+  }
+}
