@@ -28,7 +28,21 @@ export async function dialTarget(
   timeoutMs: number,
   resolver: Resolver,
 ): Promise<Deno.TcpConn> {
-  const signal = AbortSignal.timeout(timeoutMs);
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    return await dialAddresses(target, controller.signal, timeoutMs, resolver);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function dialAddresses(
+  target: TargetAddress,
+  signal: AbortSignal,
+  timeoutMs: number,
+  resolver: Resolver,
+): Promise<Deno.TcpConn> {
   let addresses: string[];
   try {
     addresses = await abortable(resolver.resolve(target.hostname), signal);

@@ -1,4 +1,5 @@
-import { setLingerZero } from "../ffi/libc.ts";
+import { abortConnection } from "../ffi/libc.ts";
+import { findConnFd } from "../ffi/socket_fd.ts";
 
 /**
  * Deno keeps each socket's descriptor under this internal symbol. It is not
@@ -6,13 +7,24 @@ import { setLingerZero } from "../ffi/libc.ts";
  */
 const FD_SYMBOL_NAME = "Deno.internal.fd";
 
-let lingerAllowed: boolean | undefined;
+/**
+ * Maximum descriptor scans per second. Deno reports the descriptor of
+ * accepted connections but not of connections it opened, so resetting a
+ * target connection scans the process's descriptors (about 1 ms per 5,000).
+ * The cap keeps a flood of resets from costing more than a few percent of
+ * a core; past it, target connections are closed with a FIN.
+ */
+const MAX_SCANS_PER_SECOND = 20;
+
+let ffiGranted: boolean | undefined;
+let scanWindowStart = 0;
+let scansInWindow = 0;
 
 /**
  * Closes a connection with a TCP reset (RST) instead of a FIN, so the peer
  * sees the same abort that the other side of the proxy saw.
  *
- * Needs the `ffi` permission to set `SO_LINGER` to zero through libc.
+ * Needs the `ffi` permission, because the reset is made through libc.
  * Without it the connection is closed with a FIN.
  *
  * @returns whether a reset was sent rather than a FIN
@@ -22,7 +34,7 @@ export function resetConn(conn: Deno.TcpConn): boolean {
   const fd = socketFd(conn);
   if (fd !== undefined && canUseFfi()) {
     try {
-      setLingerZero(fd);
+      abortConnection(fd);
       reset = true;
     } catch {
       // The descriptor may be gone already; a FIN is the remaining option.
@@ -38,16 +50,33 @@ export function resetConn(conn: Deno.TcpConn): boolean {
 
 /** Returns whether resets can be sent: the `ffi` permission is granted. */
 export function canUseFfi(): boolean {
-  lingerAllowed ??= Deno.permissions.querySync({ name: "ffi" }).state ===
+  ffiGranted ??= Deno.permissions.querySync({ name: "ffi" }).state ===
     "granted";
-  return lingerAllowed;
+  return ffiGranted;
 }
 
 function socketFd(conn: Deno.TcpConn): number | undefined {
   const symbol = Object.getOwnPropertySymbols(conn).find((s) =>
     s.description === FD_SYMBOL_NAME
   );
-  if (symbol === undefined) return undefined;
-  const fd: unknown = (conn as unknown as Record<symbol, unknown>)[symbol];
-  return typeof fd === "number" && fd >= 0 ? fd : undefined;
+  const fd: unknown = symbol === undefined
+    ? undefined
+    : (conn as unknown as Record<symbol, unknown>)[symbol];
+  if (typeof fd === "number" && fd >= 0) return fd;
+  return scanForFd(conn);
+}
+
+function scanForFd(conn: Deno.TcpConn): number | undefined {
+  const now = Date.now();
+  if (now - scanWindowStart >= 1_000) {
+    scanWindowStart = now;
+    scansInWindow = 0;
+  }
+  if (++scansInWindow > MAX_SCANS_PER_SECOND || !canUseFfi()) return undefined;
+  try {
+    return findConnFd(conn);
+  } catch {
+    // No read access to /proc/self/fd, or the socket is already gone.
+    return undefined;
+  }
 }

@@ -1,0 +1,166 @@
+/**
+ * Bindings to the few libc functions that Deno does not expose: socket
+ * options, socket addresses and raw descriptors.
+ *
+ * The library is opened on first use and stays open for the life of the
+ * process, so code that never calls these functions needs no `ffi`
+ * permission.
+ *
+ * @module
+ */
+
+const SYMBOLS = {
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getsockopt: {
+    parameters: ["i32", "i32", "i32", "buffer", "buffer"],
+    result: "i32",
+  },
+  setsockopt: {
+    parameters: ["i32", "i32", "i32", "buffer", "u32"],
+    result: "i32",
+  },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+  strerror: { parameters: ["i32"], result: "pointer" },
+  vsnprintf: {
+    parameters: ["buffer", "usize", "pointer", "pointer"],
+    result: "i32",
+  },
+} as const;
+
+/** Socket option values from the Linux UAPI (x86_64 and aarch64). */
+export const SOL_SOCKET = 1;
+export const SO_LINGER = 13;
+export const SO_ACCEPTCONN = 30;
+export const SO_COOKIE = 57;
+
+/** `open(2)` flags. */
+export const O_RDONLY = 0;
+export const O_CLOEXEC = 0o2000000;
+
+/** errno values used by callers that branch on them. */
+export const ENOENT = 2;
+export const EEXIST = 17;
+export const ENOTSOCK = 88;
+
+let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+
+/** Returns the libc symbols, opening the library on first use. */
+export function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
+  library ??= Deno.dlopen("libc.so.6", SYMBOLS);
+  return library.symbols;
+}
+
+/** Failure of a libc call or a system call, with its `errno`. */
+export class OsError extends Error {
+  /** The `errno` value, such as 2 for `ENOENT`. */
+  readonly errno: number;
+
+  constructor(operation: string, errno: number) {
+    super(`${operation}: ${strerror(errno)}`);
+    this.name = "OsError";
+    this.errno = errno;
+  }
+}
+
+/**
+ * Returns the calling thread's `errno`.
+ *
+ * Read it right after the failed call with no `await` in between, because
+ * any other call on the same thread may overwrite it.
+ */
+export function errno(): number {
+  const pointer = libc().__errno_location();
+  if (pointer === null) return 0;
+  return new Deno.UnsafePointerView(pointer).getInt32();
+}
+
+/** Returns the message for an `errno` value, such as "Permission denied". */
+export function strerror(code: number): string {
+  const pointer = libc().strerror(code);
+  if (pointer === null) return `error ${code}`;
+  return Deno.UnsafePointerView.getCString(pointer);
+}
+
+/** Encodes a string as a NUL-terminated C string. */
+export function cString(text: string): Uint8Array<ArrayBuffer> {
+  return new TextEncoder().encode(`${text}\0`);
+}
+
+/**
+ * Opens `path` read-only with `O_CLOEXEC` and returns the descriptor, for
+ * files that Deno cannot hand out as a descriptor, such as namespaces.
+ *
+ * @throws {OsError} when `open(2)` fails
+ */
+export function openReadOnly(path: string): number {
+  const fd = libc().open(cString(path), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw new OsError(`open "${path}"`, errno());
+  return fd;
+}
+
+/** Closes a descriptor from {@linkcode openReadOnly} or libbpf. */
+export function closeFd(fd: number): void {
+  if (libc().close(fd) < 0) throw new OsError(`close fd ${fd}`, errno());
+}
+
+/**
+ * Reads an integer socket option of `size` bytes (4 or 8).
+ *
+ * @throws {OsError} when `getsockopt(2)` fails
+ */
+export function getSockOptInt(
+  fd: number,
+  level: number,
+  name: number,
+  size: 4 | 8,
+): bigint {
+  const value = new Uint8Array(size);
+  const length = new Uint32Array([size]);
+  if (libc().getsockopt(fd, level, name, value, length) < 0) {
+    throw new OsError(`getsockopt fd ${fd} option ${name}`, errno());
+  }
+  const view = new DataView(value.buffer);
+  return size === 4
+    ? BigInt(view.getInt32(0, true))
+    : view.getBigUint64(0, true);
+}
+
+/**
+ * Sets `SO_LINGER` to on with a zero timeout, so that closing the socket
+ * sends a TCP reset (RST) and drops unsent data instead of sending a FIN.
+ *
+ * @throws {OsError} when `setsockopt(2)` fails, such as `EBADF` for a
+ * closed descriptor
+ */
+export function setLingerZero(fd: number): void {
+  // struct linger { int l_onoff; int l_linger; }
+  const linger = new Int32Array([1, 0]);
+  const bytes = new Uint8Array(linger.buffer);
+  if (libc().setsockopt(fd, SOL_SOCKET, SO_LINGER, bytes, 8) < 0) {
+    throw new OsError(`setsockopt fd ${fd} SO_LINGER`, errno());
+  }
+}
+
+/**
+ * Aborts a TCP connection: the peer gets a reset (RST) at once, and pending
+ * reads on the socket fail with `ECONNRESET`. The descriptor stays open, so
+ * its owner closes it as usual.
+ *
+ * Linux disconnects a TCP socket when `connect(2)` is called with the
+ * address family `AF_UNSPEC` (see connect(2), "dissolve the association").
+ * Unlike `SO_LINGER` with a zero timeout, this works even when the owner
+ * later calls `shutdown(SHUT_WR)` before `close`, as Deno does.
+ *
+ * @throws {OsError} when `connect(2)` fails, such as `EBADF`
+ */
+export function abortConnection(fd: number): void {
+  // struct sockaddr with sa_family = AF_UNSPEC (0) and zeroed data.
+  const address = new Uint8Array(16);
+  if (libc().connect(fd, address, address.length) < 0) {
+    throw new OsError(`connect fd ${fd} AF_UNSPEC`, errno());
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * Finds the descriptor behind a Deno socket. Deno does not expose it, so the
+ * process's descriptors are scanned for the socket with the same addresses.
+ *
+ * Needs the `ffi` permission and read access to `/proc/self/fd`.
+ *
+ * @module
+ */
+
+import { parseAddress } from "../proxy/prefix.ts";
+import { getSockOptInt, libc, SO_ACCEPTCONN, SOL_SOCKET } from "./libc.ts";
+
+const AF_INET = 2;
+const AF_INET6 = 10;
+/** Size of `struct sockaddr_storage`. */
+const SOCKADDR_SIZE = 128;
+
+/** Socket address as the kernel reports it. */
+export interface SockAddr {
+  family: number;
+  port: number;
+  /** 4 bytes for IPv4, 16 for IPv6, in network byte order. */
+  address: Uint8Array;
+}
+
+/**
+ * Returns the descriptor of a TCP listener: the one listening socket whose
+ * local address equals `listener.addr`.
+ *
+ * @throws {Error} when no descriptor or more than one matches
+ */
+export function findListenerFd(listener: Deno.TcpListener): number {
+  const local = toSockAddr(listener.addr);
+  const fds = socketFds().filter((fd) =>
+    sameAddr(getSockName(fd), local) &&
+    getSockOptInt(fd, SOL_SOCKET, SO_ACCEPTCONN, 4) === 1n
+  );
+  return single(fds, `listener ${formatAddr(listener.addr)}`);
+}
+
+/**
+ * Returns the descriptor of a TCP connection: the socket whose local and
+ * peer addresses equal those of `conn`.
+ *
+ * @throws {Error} when no descriptor or more than one matches
+ */
+export function findConnFd(conn: Deno.TcpConn): number {
+  const local = toSockAddr(conn.localAddr);
+  const remote = toSockAddr(conn.remoteAddr);
+  const fds = socketFds().filter((fd) =>
+    sameAddr(getSockName(fd), local) && sameAddr(getPeerName(fd), remote)
+  );
+  return single(fds, `connection ${formatAddr(conn.localAddr)}`);
+}
+
+/** Returns the local address of socket `fd`, or `undefined` if not a socket. */
+export function getSockName(fd: number): SockAddr | undefined {
+  return readName(fd, "getsockname");
+}
+
+/** Returns the peer address of socket `fd`, or `undefined` if unconnected. */
+export function getPeerName(fd: number): SockAddr | undefined {
+  return readName(fd, "getpeername");
+}
+
+function readName(
+  fd: number,
+  call: "getsockname" | "getpeername",
+): SockAddr | undefined {
+  const buffer = new Uint8Array(SOCKADDR_SIZE);
+  const length = new Uint32Array([SOCKADDR_SIZE]);
+  if (libc()[call](fd, buffer, length) < 0) return undefined;
+  const view = new DataView(buffer.buffer);
+  const family = view.getUint16(0, true);
+  const port = view.getUint16(2, false);
+  if (family === AF_INET) {
+    return { family, port, address: buffer.slice(4, 8) };
+  }
+  if (family === AF_INET6) {
+    return { family, port, address: buffer.slice(8, 24) };
+  }
+  return { family, port, address: new Uint8Array() };
+}
+
+/** Lists the numbers of the process's open descriptors that are sockets. */
+function socketFds(): number[] {
+  const fds: number[] = [];
+  for (const entry of Deno.readDirSync("/proc/self/fd")) {
+    const fd = Number(entry.name);
+    let target: string;
+    try {
+      target = Deno.readLinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      continue; // closed since the directory was read
+    }
+    if (target.startsWith("socket:")) fds.push(fd);
+  }
+  return fds;
+}
+
+function toSockAddr(addr: Deno.NetAddr): SockAddr {
+  const address = parseAddress(addr.hostname);
+  if (address === undefined) {
+    throw new TypeError(`Cannot parse socket address "${addr.hostname}"`);
+  }
+  const family = address.length === 4 ? AF_INET : AF_INET6;
+  return { family, port: addr.port, address };
+}
+
+function sameAddr(got: SockAddr | undefined, want: SockAddr): boolean {
+  if (got === undefined) return false;
+  if (got.family !== want.family || got.port !== want.port) return false;
+  return got.address.every((byte, i) => byte === want.address[i]);
+}
+
+function single(fds: number[], what: string): number {
+  const [fd] = fds;
+  if (fd === undefined) {
+    throw new Error(`Cannot find the descriptor of ${what}: no socket matches`);
+  }
+  if (fds.length > 1) {
+    throw new Error(
+      `Cannot find the descriptor of ${what}: descriptors ${
+        fds.join(", ")
+      } all match`,
+    );
+  }
+  return fd;
+}
+
+function formatAddr(addr: Deno.NetAddr): string {
+  return addr.hostname.includes(":")
+    ? `[${addr.hostname}]:${addr.port}`
+    : `${addr.hostname}:${addr.port}`;
+}

@@ -1,0 +1,418 @@
+import assert from "node:assert/strict";
+import net from "node:net";
+import {
+  closeQuietly,
+  connect,
+  delay,
+  drain,
+  echoServer,
+  FAST_SETTINGS,
+  freePorts,
+  isRoot,
+  nameServer,
+  readAll,
+  roundTrip,
+  TestProxy,
+  TestServer,
+  writeAll,
+} from "./helpers.ts";
+
+Deno.test("proxy routes each port to its app", async () => {
+  await using a = nameServer("app-a");
+  await using b = nameServer("app-b");
+  const [p1, p2, p3] = freePorts(3);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    Apps: [
+      { Name: "a", Ports: [p1, p2], Targets: [a.target] },
+      { Name: "b", Ports: [p3], Targets: [b.target] },
+    ],
+  });
+  assert.equal(await roundTrip(p1!, ""), "app-a");
+  assert.equal(await roundTrip(p2!, ""), "app-a");
+  assert.equal(await roundTrip(p3!, ""), "app-b");
+});
+
+Deno.test("proxy spreads connections across targets", async () => {
+  await using t1 = nameServer("t1");
+  await using t2 = nameServer("t2");
+  await using t3 = nameServer("t3");
+  const [port] = freePorts(1);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    Apps: [{
+      Name: "a",
+      Ports: [port],
+      Targets: [t1.target, t2.target, t3.target],
+    }],
+  });
+  const counts = new Map<string, number>();
+  for (let i = 0; i < 300; i++) {
+    const name = await roundTrip(port!, "");
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  for (const name of ["t1", "t2", "t3"]) {
+    const count = counts.get(name) ?? 0;
+    assert.ok(
+      count >= 50,
+      `${name} got ${count} of 300 connections; want at least 50`,
+    );
+  }
+});
+
+Deno.test("proxy fails over from a refusing target", async () => {
+  await using good = nameServer("good");
+  const [port, refusing] = freePorts(2);
+  await using proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    Balance: "round-robin",
+    Apps: [{
+      Name: "a",
+      Ports: [port],
+      Targets: [`127.0.0.1:${refusing}`, good.target],
+    }],
+  });
+  for (let i = 0; i < 4; i++) assert.equal(await roundTrip(port!, ""), "good");
+  const refused = proxy.proxy.config.apps[0]!.targets[0]!;
+  assert.equal(refused.port, refusing);
+});
+
+Deno.test("proxy fails over from an unresolvable target", async () => {
+  await using good = nameServer("good");
+  const [port] = freePorts(1);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    Balance: "round-robin",
+    Apps: [{
+      Name: "a",
+      Ports: [port],
+      Targets: ["no-such-host.invalid:80", good.target],
+    }],
+  });
+  for (let i = 0; i < 4; i++) {
+    const started = Date.now();
+    assert.equal(await roundTrip(port!, ""), "good");
+    const elapsed = Date.now() - started;
+    assert.ok(
+      elapsed < FAST_SETTINGS.ConnectTimeoutMs + 400,
+      `took ${elapsed} ms`,
+    );
+  }
+});
+
+Deno.test({
+  name: "proxy fails over from a blackholed target within the connect timeout",
+  ignore: !isRoot() || !hasNft(),
+  async fn() {
+    await using good = nameServer("good");
+    const [port, blackholed] = freePorts(2);
+    await using _rule = await dropSyns(blackholed!);
+    await using _proxy = await TestProxy.start({
+      ...FAST_SETTINGS,
+      Balance: "round-robin",
+      Apps: [{
+        Name: "a",
+        Ports: [port],
+        Targets: [`127.0.0.1:${blackholed}`, good.target],
+      }],
+    });
+    const started = Date.now();
+    assert.equal(await roundTrip(port!, ""), "good");
+    const elapsed = Date.now() - started;
+    assert.ok(
+      elapsed < FAST_SETTINGS.ConnectTimeoutMs + 500,
+      `first connection took ${elapsed} ms; want under ${
+        FAST_SETTINGS.ConnectTimeoutMs + 500
+      }`,
+    );
+    // The blackholed target is now in back-off, so nobody waits for it.
+    const again = Date.now();
+    for (let i = 0; i < 3; i++) {
+      assert.equal(await roundTrip(port!, ""), "good");
+    }
+    assert.ok(
+      Date.now() - again < 300,
+      `back-off not applied: ${Date.now() - again} ms`,
+    );
+  },
+});
+
+Deno.test("proxy closes the client promptly when all targets are down", async () => {
+  const [port, dead1, dead2] = freePorts(3);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    Apps: [{
+      Name: "a",
+      Ports: [port],
+      Targets: [`127.0.0.1:${dead1}`, `127.0.0.1:${dead2}`],
+    }],
+  });
+  for (let i = 0; i < 3; i++) {
+    const started = Date.now();
+    const conn = await connect(port!);
+    const reply = await readAll(conn).catch(() => new Uint8Array());
+    closeQuietly(conn);
+    assert.equal(reply.length, 0);
+    assert.ok(
+      Date.now() - started < 300,
+      `client held ${Date.now() - started} ms`,
+    );
+  }
+});
+
+Deno.test("proxy retries a failed target after its back-off", async () => {
+  const [port, later] = freePorts(2);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    BackoffMs: 200,
+    Apps: [{ Name: "a", Ports: [port], Targets: [`127.0.0.1:${later}`] }],
+  });
+  assert.equal(await roundTrip(port!, "x"), "");
+  await using _server = echoServer("127.0.0.1", later);
+  assert.equal(await roundTrip(port!, "x"), "", "target still in back-off");
+  await delay(250);
+  assert.equal(await roundTrip(port!, "back"), "back");
+});
+
+Deno.test("proxy passes a half-close and keeps the other direction open", async () => {
+  // The target reads everything until the client's FIN, then replies.
+  await using target = new TestServer(async (conn) => {
+    const request = await readAll(conn);
+    await writeAll(
+      conn,
+      new TextEncoder().encode(`got ${request.length} bytes`),
+    );
+    await conn.closeWrite();
+  });
+  const [port] = freePorts(1);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  const conn = await connect(port!);
+  await writeAll(conn, new Uint8Array(100_000));
+  await conn.closeWrite();
+  const reply = new TextDecoder().decode(await readAll(conn));
+  closeQuietly(conn);
+  assert.equal(reply, "got 100000 bytes");
+});
+
+Deno.test("proxy turns a client reset into a target reset", async () => {
+  let targetError: unknown;
+  const sawEnd = Promise.withResolvers<void>();
+  await using target = new TestServer(async (conn) => {
+    try {
+      await drain(conn);
+    } catch (error) {
+      targetError = error;
+    }
+    sawEnd.resolve();
+  });
+  const [port] = freePorts(1);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  const client = net.connect(port!, "127.0.0.1");
+  await new Promise((resolve) => client.once("connect", resolve));
+  client.write("hello");
+  await delay(100);
+  client.resetAndDestroy();
+  await sawEnd.promise;
+  assert.ok(
+    targetError instanceof Deno.errors.ConnectionReset,
+    `target saw ${targetError}; want ConnectionReset`,
+  );
+});
+
+Deno.test("proxy turns a target reset into a client reset", async () => {
+  const target = net.createServer((socket) => {
+    socket.once("data", () => socket.resetAndDestroy());
+  });
+  await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
+  const targetPort = (target.address() as net.AddressInfo).port;
+  const [port] = freePorts(1);
+  try {
+    await using _proxy = await TestProxy.start({
+      ...FAST_SETTINGS,
+      Apps: [{
+        Name: "a",
+        Ports: [port],
+        Targets: [`127.0.0.1:${targetPort}`],
+      }],
+    });
+    const conn = await connect(port!);
+    await writeAll(conn, new Uint8Array(1000));
+    let clientError: unknown;
+    try {
+      await drain(conn);
+    } catch (error) {
+      clientError = error;
+    }
+    closeQuietly(conn);
+    assert.ok(
+      clientError instanceof Deno.errors.ConnectionReset,
+      `client saw ${clientError}; want ConnectionReset`,
+    );
+  } finally {
+    await new Promise((resolve) => target.close(resolve));
+  }
+});
+
+Deno.test("proxy copies 64 MiB each way intact", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  const size = 64 * 1024 * 1024;
+  const chunk = new Uint8Array(1024 * 1024);
+  const conn = await connect(port!);
+  let sentHash = 0x811c9dc5;
+  let receivedHash = 0x811c9dc5;
+  let received = 0;
+  const reader = (async () => {
+    const buffer = new Uint8Array(256 * 1024);
+    for (;;) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      receivedHash = fnv1a(buffer.subarray(0, n), receivedHash);
+      received += n;
+    }
+  })();
+  for (let sent = 0; sent < size; sent += chunk.length) {
+    crypto.getRandomValues(chunk.subarray(0, 65536));
+    chunk.copyWithin(65536, 0, chunk.length - 65536);
+    sentHash = fnv1a(chunk, sentHash);
+    await writeAll(conn, chunk);
+  }
+  await conn.closeWrite();
+  await reader;
+  closeQuietly(conn);
+  assert.equal(received, size);
+  assert.equal(receivedHash, sentHash);
+});
+
+Deno.test("proxy serves IPv6 clients and IPv6 targets", async () => {
+  await using target = echoServer("::1");
+  const [port] = freePorts(1, "::1");
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    ListenAddress: "::",
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  assert.equal(await roundTrip(port!, "six", "::1"), "six");
+  assert.equal(await roundTrip(port!, "four", "127.0.0.1"), "four");
+});
+
+Deno.test("proxy reload adds and removes ports and changes targets", async () => {
+  await using first = nameServer("first");
+  await using second = nameServer("second");
+  await using echo = echoServer();
+  const [kept, removed, added] = freePorts(3);
+  await using proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    Apps: [
+      { Name: "echo", Ports: [kept], Targets: [echo.target] },
+      { Name: "named", Ports: [removed], Targets: [first.target] },
+    ],
+  });
+  // A session that stays open across the reload.
+  const session = await connect(kept!);
+  const ping = async (text: string) => {
+    await writeAll(session, new TextEncoder().encode(text));
+    const buffer = new Uint8Array(text.length);
+    let got = 0;
+    while (got < text.length) {
+      const n = await session.read(buffer.subarray(got));
+      assert.notEqual(n, null, "session closed by the reload");
+      got += n!;
+    }
+    return new TextDecoder().decode(buffer);
+  };
+  assert.equal(await ping("before"), "before");
+  assert.equal(await roundTrip(removed!, ""), "first");
+
+  const changes = await proxy.reload({
+    ...FAST_SETTINGS,
+    Apps: [
+      { Name: "echo", Ports: [kept], Targets: [echo.target] },
+      { Name: "named", Ports: [added], Targets: [second.target] },
+    ],
+  });
+  assert.ok(changes.length >= 3, `changes: ${changes.join("; ")}`);
+  assert.equal(await ping("after"), "after");
+  assert.equal(await roundTrip(added!, ""), "second");
+  await assert.rejects(() => connect(removed!), Deno.errors.ConnectionRefused);
+  assert.equal(await ping("still"), "still");
+  closeQuietly(session);
+});
+
+Deno.test("proxy reload that cannot open a port keeps the old config", async () => {
+  await using echo = echoServer();
+  const [port] = freePorts(1);
+  await using proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "echo", Ports: [port], Targets: [echo.target] }],
+  });
+  await using busy = echoServer();
+  await assert.rejects(
+    () =>
+      proxy.reload({
+        ...FAST_SETTINGS,
+        Apps: [{
+          Name: "echo",
+          Ports: [port, busy.port],
+          Targets: [echo.target],
+        }],
+      }),
+    /Cannot listen on 127\.0\.0\.1:\d+/,
+  );
+  assert.deepEqual(proxy.proxy.config.apps[0]!.ports, [{
+    first: port,
+    last: port,
+  }]);
+  assert.equal(await roundTrip(port!, "ok"), "ok");
+});
+
+/** FNV-1a over a stream of chunks: pass the previous result as `hash`. */
+function fnv1a(data: Uint8Array, hash: number): number {
+  for (let i = 0; i < data.length; i++) {
+    hash = Math.imul(hash ^ data[i]!, 0x01000193);
+  }
+  return hash >>> 0;
+}
+
+function hasNft(): boolean {
+  try {
+    return new Deno.Command("nft", { args: ["--version"], stdout: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+/** Drops SYNs to a loopback port with nftables, until disposed. */
+async function dropSyns(port: number): Promise<AsyncDisposable> {
+  const table = `anyport_test_${port}`;
+  const run = async (script: string) => {
+    const child = new Deno.Command("nft", {
+      args: ["-f", "-"],
+      stdin: "piped",
+      stderr: "piped",
+    })
+      .spawn();
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(script));
+    await writer.close();
+    const { success, stderr } = await child.output();
+    if (!success) {
+      throw new Error(`nft failed: ${new TextDecoder().decode(stderr)}`);
+    }
+  };
+  await run(
+    `table inet ${table} {\n chain out {\n type filter hook output priority 0;\n tcp dport ${port} tcp flags syn drop\n }\n}\n`,
+  );
+  return { [Symbol.asyncDispose]: () => run(`delete table inet ${table}`) };
+}
