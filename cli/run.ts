@@ -52,7 +52,11 @@ export async function runProxy(options: RunOptions): Promise<number> {
     reloading = reloading.then(() => reloadConfig(proxy, options));
   };
   const stopWatching = watchConfig(options.configPath, reload);
-  await waitForStopSignal();
+  const force = new AbortController();
+  await waitForStopSignal(() => {
+    log.warning("Second stop signal: closing open connections now");
+    force.abort();
+  });
   stopWatching();
   await reloading;
   log.info(
@@ -62,7 +66,7 @@ export async function runProxy(options: RunOptions): Promise<number> {
       drainMs: proxy.config.settings.drainTimeoutMs,
     },
   );
-  const closed = await proxy.stop();
+  const closed = await proxy.stop(force.signal);
   log.info(
     "Stopped; {closed} connections were closed at the end of the drain",
     { closed },
@@ -143,11 +147,19 @@ function countConfigPorts(config: Config): number {
   return count;
 }
 
-function waitForStopSignal(): Promise<void> {
+/**
+ * Resolves on the first SIGINT or SIGTERM and calls `onRepeat` on the
+ * next one, which ends the drain early as in HAProxy and nginx.
+ */
+function waitForStopSignal(onRepeat: () => void): Promise<void> {
   return new Promise((resolve) => {
+    let received = false;
     const onSignal = () => {
-      Deno.removeSignalListener("SIGINT", onSignal);
-      Deno.removeSignalListener("SIGTERM", onSignal);
+      if (received) {
+        onRepeat();
+        return;
+      }
+      received = true;
       resolve();
     };
     Deno.addSignalListener("SIGINT", onSignal);

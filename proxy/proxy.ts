@@ -121,23 +121,29 @@ export class Proxy {
    * Stops accepting, waits up to the drain timeout for open connections to
    * finish, then closes the rest.
    *
+   * @param force ends the drain early when it aborts
    * @returns the number of connections closed at the end of the drain
    */
-  async stop(): Promise<number> {
+  async stop(force?: AbortSignal): Promise<number> {
     this.#stopping = true;
     clearInterval(this.#idleTimer);
     await this.#frontend?.close();
     const drained = Promise.all([...this.#sessions].map((s) => s.done));
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<"timeout">((resolve) => {
+    let onForce: (() => void) | undefined;
+    const cutoff = new Promise<"cutoff">((resolve) => {
       timer = setTimeout(
-        () => resolve("timeout"),
+        () => resolve("cutoff"),
         this.#config.settings.drainTimeoutMs,
       );
+      onForce = () => resolve("cutoff");
+      force?.addEventListener("abort", onForce, { once: true });
+      if (force?.aborted) resolve("cutoff");
     });
-    const outcome = await Promise.race([drained, timeout]);
+    const outcome = await Promise.race([drained, cutoff]);
     clearTimeout(timer);
-    if (outcome !== "timeout") return 0;
+    if (onForce !== undefined) force?.removeEventListener("abort", onForce);
+    if (outcome !== "cutoff") return 0;
     const remaining = [...this.#sessions];
     for (const session of remaining) session.abort();
     await Promise.all(remaining.map((s) => s.done));

@@ -255,19 +255,28 @@ export class ProxyProcess implements AsyncDisposable {
   stderr = "";
   readonly #stderrDone: Promise<void>;
 
-  constructor(configPath: string, extraArgs: string[] = []) {
+  /**
+   * @param maxFiles when set, the child's limit of open descriptors
+   * (`ulimit -n`), to test running out of them
+   */
+  constructor(configPath: string, extraArgs: string[] = [], maxFiles?: number) {
     this.configPath = configPath;
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net",
-        `--allow-read`,
-        "--allow-ffi",
-        `${ROOT}main.ts`,
-        "--config",
-        configPath,
-        ...extraArgs,
-      ],
+    const deno = [
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      `--allow-read`,
+      "--allow-ffi",
+      `${ROOT}main.ts`,
+      "--config",
+      configPath,
+      ...extraArgs,
+    ];
+    const [command, ...args] = maxFiles === undefined
+      ? deno
+      : ["sh", "-c", `ulimit -n ${maxFiles} && exec "$@"`, "sh", ...deno];
+    const child = new Deno.Command(command!, {
+      args,
       cwd: ROOT,
       stdout: "null",
       stderr: "piped",

@@ -1,0 +1,325 @@
+import assert from "node:assert/strict";
+import {
+  accepts,
+  closeQuietly,
+  connect,
+  delay,
+  echoServer,
+  FAST_SETTINGS,
+  freePorts,
+  ProxyProcess,
+  ROOT,
+  roundTrip,
+  TestServer,
+  waitFor,
+  writeAll,
+  writeConfigFile,
+} from "./helpers.ts";
+
+Deno.test("anyport keeps memory bounded for a client that never reads", async () => {
+  // The target writes as fast as it can; the client reads nothing.
+  let written = 0;
+  await using target = new TestServer(async (conn) => {
+    const chunk = new Uint8Array(256 * 1024);
+    for (;;) {
+      written += await conn.write(chunk);
+    }
+  });
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  await using proxy = new ProxyProcess(path, ["--log-level", "warning"]);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  const before = await proxy.rss();
+  const conn = await connect(port!);
+  await delay(1_500);
+  const stalledAt = written;
+  await delay(500);
+  const after = await proxy.rss();
+  closeQuietly(conn);
+  assert.ok(
+    stalledAt < 64 * 1024 * 1024,
+    `target wrote ${stalledAt} bytes; backpressure missing`,
+  );
+  assert.equal(
+    written,
+    stalledAt,
+    "target kept writing after the buffers filled",
+  );
+  const growth = after - before;
+  assert.ok(growth < 16 * 1024 * 1024, `proxy RSS grew by ${growth} bytes`);
+});
+
+Deno.test("anyport returns to its descriptor count after 500 connections", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  await using proxy = new ProxyProcess(path, ["--log-level", "warning"]);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  await delay(200);
+  const baseline = await proxy.fdCount();
+  // Clean closes, half-closes and resets, 50 at a time.
+  for (let round = 0; round < 10; round++) {
+    await Promise.all(Array.from({ length: 50 }, async (_, i) => {
+      const conn = await connect(port!);
+      await writeAll(conn, new TextEncoder().encode("ping"));
+      if (i % 3 === 0) {
+        closeQuietly(conn);
+        return;
+      }
+      if (i % 3 === 1) await conn.closeWrite();
+      const buffer = new Uint8Array(16);
+      await conn.read(buffer).catch(() => null);
+      closeQuietly(conn);
+    }));
+  }
+  await waitFor(
+    async () => (await proxy.fdCount()) <= baseline,
+    5_000,
+    `descriptor count back to ${baseline}`,
+  ).catch(async (error) => {
+    throw new Error(`${error.message}; now ${await proxy.fdCount()}`);
+  });
+  const closeWait = await countCloseWait(proxy.child.pid);
+  assert.equal(closeWait, 0, `${closeWait} sockets of the proxy in CLOSE_WAIT`);
+});
+
+Deno.test("anyport survives running out of descriptors", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  await using proxy = new ProxyProcess(path, ["--log-level", "warning"], 128);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  const held: Deno.TcpConn[] = [];
+  for (let i = 0; i < 150; i++) held.push(await connect(port!));
+  await proxy.waitForLog(/Accept failed on port \d+/);
+  for (const conn of held) closeQuietly(conn);
+  await waitFor(
+    async () => (await roundTrip(port!, "alive").catch(() => "")) === "alive",
+    5_000,
+    "proxy to serve again",
+  );
+});
+
+Deno.test("anyport drains open connections on SIGTERM, then exits 0", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    DrainTimeoutMs: 5_000,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  const session = await connect(port!);
+  await writeAll(session, new TextEncoder().encode("one"));
+  await session.read(new Uint8Array(3));
+  proxy.child.kill("SIGTERM");
+  await proxy.waitForLog(/Stopping/);
+  await waitFor(
+    async () => !(await accepts(port!)),
+    2_000,
+    "listener to close",
+  );
+  // The open session still works during the drain.
+  await writeAll(session, new TextEncoder().encode("two"));
+  const buffer = new Uint8Array(3);
+  assert.equal(await session.read(buffer), 3);
+  assert.equal(new TextDecoder().decode(buffer), "two");
+  closeQuietly(session);
+  const { code } = await proxy.child.status;
+  assert.equal(code, 0);
+  await proxy.waitForLog(/Stopped; 0 connections were closed/);
+});
+
+Deno.test("anyport closes connections left at the end of the drain", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    DrainTimeoutMs: 300,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  const session = await connect(port!);
+  await writeAll(session, new TextEncoder().encode("x"));
+  await session.read(new Uint8Array(1));
+  const started = Date.now();
+  const code = await proxy.stop("SIGTERM");
+  assert.equal(code, 0);
+  assert.ok(Date.now() - started < 3_000, "drain timeout not applied");
+  assert.match(proxy.stderr, /Stopped; 1 connections were closed/);
+  closeQuietly(session);
+});
+
+Deno.test("anyport ends the drain early on a second SIGTERM", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    DrainTimeoutMs: 60_000,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  const session = await connect(port!);
+  await writeAll(session, new TextEncoder().encode("x"));
+  await session.read(new Uint8Array(1));
+  proxy.child.kill("SIGTERM");
+  await proxy.waitForLog(/Stopping/);
+  const code = await proxy.stop("SIGTERM");
+  assert.equal(code, 0);
+  assert.match(proxy.stderr, /Stopped; 1 connections were closed/);
+  closeQuietly(session);
+});
+
+Deno.test("anyport reloads a changed config file and keeps sessions", async () => {
+  await using echo = echoServer();
+  const [kept, added] = freePorts(2);
+  const config = {
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [kept], Targets: [echo.target] }],
+  };
+  const path = await writeConfigFile(config);
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(kept!), 10_000, "proxy to accept");
+  const session = await connect(kept!);
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify({
+      ...config,
+      Apps: [{ Name: "a", Ports: [kept, added], Targets: [echo.target] }],
+    }),
+  );
+  await waitFor(() => accepts(added!), 5_000, "added port to accept");
+  assert.match(proxy.stderr, /Reloaded .*ports added/);
+  assert.equal(await roundTrip(added!, "new"), "new");
+  await writeAll(session, new TextEncoder().encode("old"));
+  const buffer = new Uint8Array(3);
+  assert.equal(await session.read(buffer), 3);
+  closeQuietly(session);
+});
+
+Deno.test("anyport keeps the running config after an invalid reload", async () => {
+  await using echo = echoServer();
+  const [port] = freePorts(1);
+  const config = {
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [echo.target] }],
+  };
+  const path = await writeConfigFile(config);
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify({
+      Apps: [{ Name: "a", Prots: [port], Targets: ["nohost"] }],
+    }),
+  );
+  proxy.child.kill("SIGHUP");
+  await proxy.waitForLog(/Reload rejected/);
+  assert.match(
+    proxy.stderr,
+    /Apps\[0\]\.Prots: unknown key: did you mean "Ports"\?/,
+  );
+  assert.match(
+    proxy.stderr,
+    /Apps\[0\]\.Targets\[0\]: "nohost" is not a target/,
+  );
+  assert.equal(await roundTrip(port!, "still here"), "still here");
+});
+
+Deno.test("anyport starts with a target that never resolves", async () => {
+  await using echo = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    Apps: [{
+      Name: "a",
+      Ports: [port],
+      Targets: ["bad.target.invalid:6003", echo.target],
+    }],
+  });
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  for (let i = 0; i < 5; i++) {
+    assert.equal(await roundTrip(port!, `n${i}`), `n${i}`);
+  }
+  await proxy.waitForLog(/bad\.target\.invalid:6003 of app a marked down/);
+});
+
+Deno.test("anyport check reports every problem and exits 1", async () => {
+  const path = await writeConfigFile({
+    Apps: [
+      { Name: "a", Ports: [70000, 5], Targets: ["::1:9001"] },
+      { Name: "a", Ports: [5], Targets: [] },
+    ],
+  });
+  const { code, stderr } = await runCli(["check", "--config", path]);
+  const text = new TextDecoder().decode(stderr);
+  assert.equal(code, 1);
+  assert.match(text, /Apps\[0\]\.Ports\[0\]: 70000 is not a port \(1-65535\)/);
+  assert.match(text, /Apps\[0\]\.Targets\[0\]: "::1:9001" is not a target/);
+  assert.match(text, /Apps\[1\]\.Name: "a" is already the name of Apps\[0\]/);
+  assert.match(text, /Apps\[1\]\.Ports\[0\]: port 5 is already used/);
+  assert.match(text, /Apps\[1\]\.Targets: \[\] is not a non-empty list/);
+});
+
+Deno.test("anyport check accepts the shipped configs", async () => {
+  for (const file of ["config.json", "config.online.json"]) {
+    const { code, stdout } = await runCli([
+      "check",
+      "--config",
+      `${ROOT}${file}`,
+    ]);
+    assert.equal(code, 0, file);
+    assert.match(new TextDecoder().decode(stdout), /valid, 3 apps, 1200 ports/);
+  }
+});
+
+Deno.test("anyport rejects an unknown option with usage help", async () => {
+  const { code, stderr } = await runCli(["--bogus"]);
+  assert.equal(code, 2);
+  assert.match(new TextDecoder().decode(stderr), /anyport --help/);
+});
+
+function runCli(args: string[]): Promise<Deno.CommandOutput> {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", `${ROOT}main.ts`, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+}
+
+/** Counts TCP sockets in CLOSE_WAIT that belong to process `pid`. */
+async function countCloseWait(pid: number): Promise<number> {
+  const inodes = new Set<string>();
+  for await (const entry of Deno.readDir(`/proc/${pid}/fd`)) {
+    try {
+      const link = await Deno.readLink(`/proc/${pid}/fd/${entry.name}`);
+      const match = /^socket:\[(\d+)\]$/.exec(link);
+      if (match) inodes.add(match[1]!);
+    } catch {
+      // Closed while listing.
+    }
+  }
+  let count = 0;
+  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    const lines = (await Deno.readTextFile(file)).split("\n").slice(1);
+    for (const line of lines) {
+      const fields = line.trim().split(/\s+/);
+      // Field 3 is the state (08 is CLOSE_WAIT); field 9 is the inode.
+      if (fields[3] === "08" && inodes.has(fields[9] ?? "")) count++;
+    }
+  }
+  return count;
+}
