@@ -1,7 +1,18 @@
 import { resetConn } from "./reset.ts";
 
-/** Size of the buffer each direction reads into, in bytes. */
-export const BUFFER_SIZE = 16 * 1024;
+/**
+ * Size of the buffer each direction starts with, in bytes. Idle connections
+ * keep a read pending on this buffer, so it sets most of their memory.
+ */
+export const SMALL_BUFFER_SIZE = 1024;
+
+/** Size of the pooled buffers that a direction moves to while data streams. */
+export const LARGE_BUFFER_SIZE = 64 * 1024;
+
+/** Maximum number of free large buffers kept for reuse. */
+const POOL_LIMIT = 64;
+
+const pool: Uint8Array<ArrayBuffer>[] = [];
 
 /** Outcome of a finished pipe. */
 export interface PipeResult {
@@ -32,7 +43,10 @@ type Side = "client" | "target";
  *
  * Each direction reads into its own buffer and writes it out in full before
  * reading again, so a slow reader holds back its writer (backpressure) and
- * a connection never buffers more than one buffer per direction. When one
+ * a connection never buffers more than one buffer per direction. A read that
+ * fills the small buffer moves the direction to a large pooled buffer, and a
+ * read that uses less than a quarter of it moves it back, so streaming gets
+ * large reads while idle connections hold only small buffers. When one
  * side finishes sending, the other side's write half is closed, and the
  * opposite direction goes on. When one side resets, the other is reset too.
  * Both connections are closed once `done` settles, on every path.
@@ -75,25 +89,39 @@ export class Pipe {
 
   /** Copies `src` to `dst` until `src` ends, then half-closes `dst`. */
   async #copy(src: Deno.TcpConn, dst: Deno.TcpConn, from: Side) {
-    const buffer = new Uint8Array(BUFFER_SIZE);
-    for (;;) {
-      let n: number | null;
-      try {
-        n = await src.read(buffer);
-      } catch (error) {
-        this.#fail(from, error);
-        return;
+    const small = new Uint8Array(SMALL_BUFFER_SIZE);
+    let buffer = small;
+    try {
+      for (;;) {
+        let n: number | null;
+        try {
+          n = await src.read(buffer);
+        } catch (error) {
+          this.#fail(from, error);
+          return;
+        }
+        if (n === null) break;
+        if (from === "client") this.sent += n;
+        else this.received += n;
+        this.lastActive = Date.now();
+        try {
+          await writeAll(dst, buffer.subarray(0, n));
+        } catch (error) {
+          this.#fail(from === "client" ? "target" : "client", error);
+          return;
+        }
+        if (buffer === small) {
+          if (n === small.length) {
+            buffer = pool.pop() ?? new Uint8Array(LARGE_BUFFER_SIZE);
+          }
+        } else if (n < LARGE_BUFFER_SIZE / 4) {
+          releaseLarge(buffer);
+          buffer = small;
+        }
       }
-      if (n === null) break;
-      if (from === "client") this.sent += n;
-      else this.received += n;
-      this.lastActive = Date.now();
-      try {
-        await writeAll(dst, buffer.subarray(0, n));
-      } catch (error) {
-        this.#fail(from === "client" ? "target" : "client", error);
-        return;
-      }
+    } finally {
+      // No read is pending here, so the kernel no longer writes into it.
+      if (buffer !== small) releaseLarge(buffer);
     }
     if (this.#closed) return;
     try {
@@ -127,6 +155,10 @@ export class Pipe {
       }
     }
   }
+}
+
+function releaseLarge(buffer: Uint8Array<ArrayBuffer>) {
+  if (pool.length < POOL_LIMIT) pool.push(buffer);
 }
 
 async function writeAll(conn: Deno.TcpConn, data: Uint8Array): Promise<void> {
