@@ -75,6 +75,7 @@ function readApps(value: unknown, problems: ConfigProblem[]): AppConfig[] {
   }
   const apps = value.map((item, i) => readApp(item, `Apps[${i}]`, problems));
   checkDuplicateNames(apps, problems);
+  checkDuplicateTargets(value, apps, problems);
   checkPortOwners(apps, problems);
   return apps;
 }
@@ -153,6 +154,32 @@ function checkDuplicateNames(apps: AppConfig[], problems: ConfigProblem[]) {
         path: `Apps[${i}].Name`,
         message:
           `"${app.name}" is already the name of Apps[${first}]: names must be unique`,
+      });
+    }
+  }
+}
+
+/** Reports a target listed twice in one app, which would double its share. */
+function checkDuplicateTargets(
+  raw: unknown[],
+  apps: AppConfig[],
+  problems: ConfigProblem[],
+) {
+  for (const [appIndex, app] of apps.entries()) {
+    const targets = (raw[appIndex] as { Targets?: unknown }).Targets;
+    if (!Array.isArray(targets)) continue;
+    const seen = new Map<string, number>();
+    for (const [i, target] of targets.entries()) {
+      if (typeof target !== "string") continue;
+      const first = seen.get(target);
+      if (first === undefined) {
+        seen.set(target, i);
+        continue;
+      }
+      problems.push({
+        path: `Apps[${appIndex}].Targets[${i}]`,
+        message:
+          `"${target}" is already listed as Targets[${first}] of app "${app.name}": list each target once`,
       });
     }
   }

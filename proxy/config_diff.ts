@@ -1,5 +1,6 @@
 import type { AppConfig, Config } from "./config.ts";
-import { formatRange } from "./ports.ts";
+import type { PortRange } from "./frontend.ts";
+import { formatRange, mergeRanges } from "./ports.ts";
 import { formatPrefix } from "./prefix.ts";
 import type { Settings } from "./settings.ts";
 
@@ -33,10 +34,7 @@ export function describeChanges(before: Config, after: Config): string[] {
 
 function describeAppChanges(before: AppConfig, after: AppConfig): string[] {
   const changes: string[] = [];
-  const ports = diff(
-    before.ports.map(formatRange),
-    after.ports.map(formatRange),
-  );
+  const ports = diffPorts(before.ports, after.ports);
   const targets = diff(
     before.targets.map((t) => t.label),
     after.targets.map((t) => t.label),
@@ -86,6 +84,27 @@ function formatSetting(value: Settings[keyof Settings]): string {
   return Array.isArray(value)
     ? value.map(formatPrefix).join(", ")
     : String(value);
+}
+
+/** Compares port sets, however they are written, and returns ranges. */
+function diffPorts(before: PortRange[], after: PortRange[]) {
+  const old = portSet(before);
+  const next = portSet(after);
+  const toRanges = (ports: number[]) =>
+    mergeRanges(ports.map((port) => ({ first: port, last: port })))
+      .map(formatRange);
+  return {
+    added: toRanges([...next].filter((port) => !old.has(port))),
+    removed: toRanges([...old].filter((port) => !next.has(port))),
+  };
+}
+
+function portSet(ranges: PortRange[]): Set<number> {
+  const ports = new Set<number>();
+  for (const { first, last } of ranges) {
+    for (let port = first; port <= last; port++) ports.add(port);
+  }
+  return ports;
 }
 
 function diff(before: string[], after: string[]) {

@@ -91,6 +91,8 @@ function parseIpv6(text: string): Uint8Array | undefined {
   const head = parseGroups(halves[0] ?? "");
   const tail = halves.length === 2 ? parseGroups(halves[1] ?? "") : [];
   if (head === undefined || tail === undefined) return undefined;
+  // A dotted quad may only fill the last 32 bits of the address.
+  if (halves.length === 2 && (halves[0] ?? "").includes(".")) return undefined;
   const missing = 8 - head.length - tail.length;
   if (halves.length === 1 ? missing !== 0 : missing < 1) return undefined;
   const groups = [

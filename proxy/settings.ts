@@ -40,6 +40,12 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
   steerPrefixes: [parsePrefix("127.0.0.0/8"), parsePrefix("::1/128")],
 });
 
+/**
+ * Largest duration a timer can hold: `setTimeout` takes a signed 32-bit
+ * delay and fires at once for anything larger (about 24.8 days).
+ */
+const MAX_DURATION_MS = 2_147_483_647;
+
 /** Config keys of the settings, and how each value is read. */
 const DURATIONS = {
   ConnectTimeoutMs: { field: "connectTimeoutMs", min: 1 },
@@ -80,12 +86,15 @@ export function readSettings(
   for (const [key, { field, min }] of Object.entries(DURATIONS)) {
     const value = root[key];
     if (value === undefined) continue;
-    if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
+    if (
+      typeof value !== "number" || !Number.isInteger(value) || value < min ||
+      value > MAX_DURATION_MS
+    ) {
       problems.push({
         path: key,
         message: `${
           JSON.stringify(value)
-        } is not a duration: use an integer number of milliseconds, at least ${min}`,
+        } is not a duration: use an integer number of milliseconds from ${min} to ${MAX_DURATION_MS}`,
       });
     } else {
       settings[field] = value;

@@ -1,0 +1,172 @@
+import assert from "node:assert/strict";
+import { type Config, parseConfig } from "./config.ts";
+import { describeChanges } from "./config_diff.ts";
+
+interface AppFields {
+  Name: string;
+  Ports: (number | string)[];
+  Targets: string[];
+}
+
+const WEB: AppFields = {
+  Name: "web",
+  Ports: [8080, "9000-9009"],
+  Targets: ["127.0.0.1:9001", "[::1]:9002"],
+};
+const API: AppFields = {
+  Name: "api",
+  Ports: [7000],
+  Targets: ["api.internal:7000"],
+};
+
+/** Parses a config of `apps` with the top-level `settings`. */
+function config(
+  apps: AppFields[],
+  settings: Record<string, unknown> = {},
+): Config {
+  return parseConfig(JSON.stringify({ Apps: apps, ...settings }));
+}
+
+Deno.test("describeChanges() returns [] for the same config", () => {
+  assert.deepEqual(
+    describeChanges(config([WEB, API]), config([WEB, API])),
+    [],
+  );
+});
+
+Deno.test("describeChanges() ignores the order of apps", () => {
+  assert.deepEqual(
+    describeChanges(config([WEB, API]), config([API, WEB])),
+    [],
+  );
+});
+
+Deno.test("describeChanges() ignores the order of ports", () => {
+  const reordered = { ...WEB, Ports: ["9000-9009", 8080] };
+
+  assert.deepEqual(describeChanges(config([WEB]), config([reordered])), []);
+});
+
+Deno.test("describeChanges() ignores other spellings of the same ports", () => {
+  // The app owns the same ports either way, so a reload logs no change.
+  const before = config([{ ...WEB, Ports: ["6000-6001"] }]);
+  const after = config([{ ...WEB, Ports: [6000, 6001] }]);
+
+  assert.deepEqual(describeChanges(before, after), []);
+});
+
+Deno.test("describeChanges() describes an added app", () => {
+  assert.deepEqual(describeChanges(config([WEB]), config([WEB, API])), [
+    'app "api" added: ports 7000, targets api.internal:7000',
+  ]);
+});
+
+Deno.test("describeChanges() lists every port and target of a new app", () => {
+  assert.deepEqual(describeChanges(config([API]), config([API, WEB])), [
+    'app "web" added: ports 8080, 9000-9009, targets 127.0.0.1:9001, [::1]:9002',
+  ]);
+});
+
+Deno.test("describeChanges() describes a removed app", () => {
+  assert.deepEqual(describeChanges(config([WEB, API]), config([WEB])), [
+    'app "api" removed',
+  ]);
+});
+
+Deno.test("describeChanges() describes a renamed app as two changes", () => {
+  const renamed = { ...API, Name: "api-v2" };
+
+  assert.deepEqual(describeChanges(config([API]), config([renamed])), [
+    'app "api-v2" added: ports 7000, targets api.internal:7000',
+    'app "api" removed',
+  ]);
+});
+
+Deno.test("describeChanges() describes added and removed ports", () => {
+  const after = { ...WEB, Ports: [8080, 8081, "9100-9199"] };
+
+  assert.deepEqual(describeChanges(config([WEB]), config([after])), [
+    'app "web": ports added 8081, 9100-9199',
+    'app "web": ports removed 9000-9009',
+  ]);
+});
+
+Deno.test("describeChanges() describes added and removed targets", () => {
+  const after = {
+    ...WEB,
+    Targets: ["[::1]:9002", "127.0.0.1:9003", "127.0.0.1:9004"],
+  };
+
+  assert.deepEqual(describeChanges(config([WEB]), config([after])), [
+    'app "web": targets added 127.0.0.1:9003, 127.0.0.1:9004',
+    'app "web": targets removed 127.0.0.1:9001',
+  ]);
+});
+
+Deno.test("describeChanges() describes a port moved between apps", () => {
+  const before = config([WEB, { ...API, Ports: [7000, 7001] }]);
+  const after = config([{ ...WEB, Ports: [...WEB.Ports, 7001] }, API]);
+
+  assert.deepEqual(describeChanges(before, after), [
+    'app "web": ports added 7001',
+    'app "api": ports removed 7001',
+  ]);
+});
+
+Deno.test("describeChanges() describes changed settings", () => {
+  const after = config([WEB], {
+    ConnectTimeoutMs: 2000,
+    Balance: "random",
+    IdleTimeoutMs: 0,
+  });
+
+  assert.deepEqual(describeChanges(config([WEB]), after), [
+    "Balance: least-connections -> random",
+    "ConnectTimeoutMs: 5000 -> 2000",
+    "IdleTimeoutMs: 3600000 -> 0",
+  ]);
+});
+
+Deno.test("describeChanges() describes every setting", () => {
+  const after = config([WEB], {
+    ListenAddress: "127.0.0.1",
+    Balance: "round-robin",
+    ConnectTimeoutMs: 1,
+    BackoffMs: 2,
+    MaxBackoffMs: 3,
+    DrainTimeoutMs: 4,
+    IdleTimeoutMs: 5,
+    Mode: "bpf",
+    SteerPrefixes: ["10.0.0.0/8"],
+  });
+
+  assert.deepEqual(describeChanges(config([WEB]), after), [
+    "ListenAddress: :: -> 127.0.0.1",
+    "Balance: least-connections -> round-robin",
+    "ConnectTimeoutMs: 5000 -> 1",
+    "BackoffMs: 1000 -> 2",
+    "MaxBackoffMs: 30000 -> 3",
+    "DrainTimeoutMs: 30000 -> 4",
+    "IdleTimeoutMs: 3600000 -> 5",
+    "Mode: listeners -> bpf",
+    "SteerPrefixes: 127.0.0.0/8, ::1/128 -> 10.0.0.0/8",
+  ]);
+});
+
+Deno.test("describeChanges() ignores a default written out", () => {
+  const after = config([WEB], {
+    ConnectTimeoutMs: 5000,
+    SteerPrefixes: ["127.0.0.0/8", "::1/128"],
+  });
+
+  assert.deepEqual(describeChanges(config([WEB]), after), []);
+});
+
+Deno.test("describeChanges() lists app changes before settings", () => {
+  const after = config([WEB, API], { Balance: "random" });
+
+  assert.deepEqual(describeChanges(config([WEB]), after), [
+    'app "api" added: ports 7000, targets api.internal:7000',
+    "Balance: least-connections -> random",
+  ]);
+});
