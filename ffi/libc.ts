@@ -41,10 +41,8 @@ export const SO_COOKIE = 57;
 export const O_RDONLY = 0;
 export const O_CLOEXEC = 0o2000000;
 
-/** errno values used by callers that branch on them. */
+/** `ENOENT`, which callers branch on. */
 export const ENOENT = 2;
-export const EEXIST = 17;
-export const ENOTSOCK = 88;
 
 let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
 
@@ -130,8 +128,12 @@ export function getSockOptInt(
 }
 
 /**
- * Sets `SO_LINGER` to on with a zero timeout, so that closing the socket
- * sends a TCP reset (RST) and drops unsent data instead of sending a FIN.
+ * Sets `SO_LINGER` to on with a zero timeout, so that `close(2)` on the
+ * socket sends a TCP reset (RST) and drops unsent data instead of sending a
+ * FIN.
+ *
+ * NOTE: Deno's `TcpConn.close()` shuts the write side down first, which
+ * sends a FIN anyway, so use {@linkcode abortConnection} for Deno sockets.
  *
  * @throws {OsError} when `setsockopt(2)` fails, such as `EBADF` for a
  * closed descriptor

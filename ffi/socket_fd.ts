@@ -113,14 +113,16 @@ function sameAddr(got: SockAddr | undefined, want: SockAddr): boolean {
   return got.address.every((byte, i) => byte === want.address[i]);
 }
 
-function single(fds: number[], what: string): number {
+function single(fds: number[], description: string): number {
   const [fd] = fds;
   if (fd === undefined) {
-    throw new Error(`Cannot find the descriptor of ${what}: no socket matches`);
+    throw new Error(
+      `Cannot find the descriptor of ${description}: no socket matches`,
+    );
   }
   if (fds.length > 1) {
     throw new Error(
-      `Cannot find the descriptor of ${what}: descriptors ${
+      `Cannot find the descriptor of ${description}: descriptors ${
         fds.join(", ")
       } all match`,
     );

@@ -1,0 +1,296 @@
+/**
+ * BPF state that outlives the proxy process: the sk_lookup link and the maps,
+ * pinned in a bpffs under `<pin root>/<network namespace inode>/`.
+ *
+ * A new state is pinned into a temporary directory that is then renamed into
+ * place, so other processes never see a half-made state. A later process
+ * reuses the pins, replaces the program with its own build through the link,
+ * and keeps the maps, so steering never stops across restarts.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { BpfObject } from "../ffi/bpf_object.ts";
+import {
+  linkDetach,
+  linkUpdate,
+  objGet,
+  objInfo,
+  objPin,
+} from "../ffi/bpf_fd.ts";
+import { closeFd, openReadOnly } from "../ffi/libc.ts";
+import {
+  HOST_LITTLE_ENDIAN,
+  MAP_NAMES,
+  type MapName,
+  PROGRAM_NAME,
+} from "./layout.ts";
+import { STEER_OBJECT } from "./object.ts";
+import { checkBpfRequirements } from "./requirements.ts";
+import { SteeringMaps } from "./steering_maps.ts";
+
+/** Default directory for pins; one subdirectory per network namespace. */
+export const DEFAULT_PIN_ROOT = "/sys/fs/bpf/anyport";
+
+/** File name of the pinned link inside a state directory. */
+const LINK_PIN = "link";
+
+const logger = getLogger(["anyport", "bpf"]);
+
+/** Kernel facts about the pinned link. */
+export interface LinkInfo {
+  /** BPF link id, as `bpftool link list` shows it. */
+  id: number;
+  /** Id of the attached program. */
+  programId: number;
+  /** Inode of the network namespace, 0 once that namespace is gone. */
+  netnsInode: number;
+}
+
+/** Open descriptors of a pinned state. */
+export class PinnedState implements Disposable {
+  /** State directory, `<pin root>/<network namespace inode>`. */
+  readonly path: string;
+  readonly maps: SteeringMaps;
+  readonly linkFd: number;
+  #closed = false;
+
+  constructor(path: string, maps: SteeringMaps, linkFd: number) {
+    this.path = path;
+    this.maps = maps;
+    this.linkFd = linkFd;
+  }
+
+  /** Reads the kernel's information about the link. */
+  linkInfo(): LinkInfo {
+    // struct bpf_link_info { u32 type, id, prog_id; u32 pad;
+    //   union { struct { u32 netns_ino, attach_type; } netns; ... }; }
+    const info = new Uint8Array(24);
+    objInfo(this.linkFd, info, "read information of the pinned BPF link");
+    const view = new DataView(info.buffer);
+    return {
+      id: view.getUint32(4, HOST_LITTLE_ENDIAN),
+      programId: view.getUint32(8, HOST_LITTLE_ENDIAN),
+      netnsInode: view.getUint32(16, HOST_LITTLE_ENDIAN),
+    };
+  }
+
+  /** Closes the descriptors; the pins keep the link and the maps alive. */
+  [Symbol.dispose](): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.maps[Symbol.dispose]();
+    closeFd(this.linkFd);
+  }
+}
+
+/** Returns the inode of this process's network namespace. */
+export function netnsInode(): number {
+  return Deno.statSync("/proc/self/ns/net").ino ?? 0;
+}
+
+/** Returns the state directory for this network namespace. */
+export function statePath(pinRoot: string): string {
+  return `${pinRoot}/${netnsInode()}`;
+}
+
+/**
+ * Attaches the steering program to this network namespace, or takes over the
+ * pinned state of an earlier process, replacing its program with this build.
+ *
+ * @throws {Error} when a requirement is missing, or the program cannot be
+ * loaded, attached or pinned
+ */
+export function attachSteering(pinRoot: string): PinnedState {
+  checkBpfRequirements(pinRoot);
+  Deno.mkdirSync(pinRoot, { recursive: true, mode: 0o700 });
+  removeStaleTemporaryDirs(pinRoot);
+  const path = statePath(pinRoot);
+  // Another process may pin its state between our check and our rename,
+  // and then the second attempt takes that state over.
+  for (let attempt = 1; attempt <= 2; attempt++) {
+    const state = openPinnedState(path);
+    if (state !== undefined) {
+      if (state.linkInfo().netnsInode === netnsInode()) return reuse(state);
+      state[Symbol.dispose]();
+      logger.warn("Removing BPF state of a gone network namespace: {path}", {
+        path,
+      });
+      Deno.removeSync(path, { recursive: true });
+    }
+    if (createPins(pinRoot, path)) {
+      const created = openPinnedState(path);
+      if (created !== undefined) return created;
+    }
+  }
+  throw new Error(
+    `Cannot attach the BPF steering program: the state in "${path}" ` +
+      `changed during both attempts; check for another process replacing it`,
+  );
+}
+
+/**
+ * Opens the pinned state in `path`, for status or detach.
+ *
+ * @returns `undefined` when nothing is pinned there
+ * @throws {Error} when the pins exist but cannot be opened or do not match
+ * the layouts of this build
+ */
+export function openPinnedState(path: string): PinnedState | undefined {
+  let linkFd: number;
+  try {
+    linkFd = objGet(`${path}/${LINK_PIN}`);
+  } catch (error) {
+    if (!exists(path)) return undefined;
+    throw error;
+  }
+  const fds: Partial<Record<MapName, number>> = {};
+  try {
+    for (const name of MAP_NAMES) fds[name] = objGet(`${path}/${name}`);
+  } catch (error) {
+    for (const fd of Object.values(fds)) closeFd(fd);
+    closeFd(linkFd);
+    throw unusableState(path, error);
+  }
+  try {
+    // SteeringMaps owns the descriptors, and closes them when it throws.
+    const maps = new SteeringMaps(fds as Record<MapName, number>);
+    return new PinnedState(path, maps, linkFd);
+  } catch (error) {
+    closeFd(linkFd);
+    throw unusableState(path, error);
+  }
+}
+
+function unusableState(path: string, error: unknown): Error {
+  return new Error(
+    `Cannot open the BPF state pinned in "${path}": ` +
+      `${errorMessage(error)}; remove it with "anyport bpf detach"`,
+    { cause: error },
+  );
+}
+
+/**
+ * Detaches the steering program of this network namespace and removes its
+ * pins, even while a proxy still runs.
+ *
+ * @returns false when nothing was pinned
+ */
+export function detachSteering(pinRoot: string): boolean {
+  const path = statePath(pinRoot);
+  removeStaleTemporaryDirs(pinRoot);
+  if (!exists(path)) return false;
+  try {
+    const linkFd = objGet(`${path}/${LINK_PIN}`);
+    try {
+      linkDetach(linkFd);
+    } finally {
+      closeFd(linkFd);
+    }
+  } catch (error) {
+    logger.warn("Cannot detach the pinned BPF link: {error}", { error });
+  }
+  Deno.removeSync(path, { recursive: true });
+  try {
+    Deno.removeSync(pinRoot);
+  } catch {
+    // Other network namespaces still have state here, or it is a mount point.
+  }
+  return true;
+}
+
+/** Loads this build's program with the pinned maps and swaps it in. */
+function reuse(state: PinnedState): PinnedState {
+  try {
+    using object = BpfObject.open(STEER_OBJECT);
+    for (const name of MAP_NAMES) {
+      object.map(name).reuseFd(state.maps.fd(name));
+    }
+    object.load();
+    linkUpdate(state.linkFd, object.program(PROGRAM_NAME).fd);
+    logger.info("Reusing pinned BPF state in {path}", { path: state.path });
+    return state;
+  } catch (error) {
+    state[Symbol.dispose]();
+    throw new Error(
+      `Cannot reuse the BPF state pinned in "${state.path}": ` +
+        `${errorMessage(error)}; remove it with "anyport bpf detach"`,
+      { cause: error },
+    );
+  }
+}
+
+/**
+ * Loads and attaches the program, pins it into a temporary directory and
+ * renames that to `path`.
+ *
+ * @returns false when another process pinned its state at `path` first
+ */
+function createPins(pinRoot: string, path: string): boolean {
+  const temporary = `${pinRoot}/${temporaryPrefix()}${Deno.pid}`;
+  using object = BpfObject.open(STEER_OBJECT);
+  object.load();
+  const netnsFd = openReadOnly("/proc/self/ns/net");
+  try {
+    using link = object.program(PROGRAM_NAME).attachNetns(netnsFd);
+    Deno.mkdirSync(temporary, { mode: 0o700 });
+    for (const name of MAP_NAMES) {
+      objPin(object.map(name).fd, `${temporary}/${name}`);
+    }
+    link.pin(`${temporary}/${LINK_PIN}`);
+    Deno.renameSync(temporary, path);
+  } catch (error) {
+    removeIfPresent(temporary);
+    if (exists(path)) return false;
+    throw error;
+  } finally {
+    closeFd(netnsFd);
+  }
+  logger.info("Attached the BPF steering program, pinned in {path}", { path });
+  return true;
+}
+
+/** Removes temporary directories left by processes that died while pinning. */
+function removeStaleTemporaryDirs(pinRoot: string): void {
+  const prefix = temporaryPrefix();
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(pinRoot)];
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    if (!entry.name.startsWith(prefix)) continue;
+    const pid = entry.name.slice(prefix.length);
+    if (exists(`/proc/${pid}`)) continue;
+    logger.info("Removing pins left by process {pid}", { pid });
+    removeIfPresent(`${pinRoot}/${entry.name}`);
+  }
+}
+
+function temporaryPrefix(): string {
+  return `tmp-${netnsInode()}-`;
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+function removeIfPresent(path: string): void {
+  try {
+    Deno.removeSync(path, { recursive: true });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
