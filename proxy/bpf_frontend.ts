@@ -1,0 +1,316 @@
+import { getLogger } from "@logtape/logtape";
+import { acceptLoop } from "./accept_loop.ts";
+import { formatHostPort, unmapIpv4 } from "./address.ts";
+import type { ConnHandler, Frontend, PortRange } from "./frontend.ts";
+import {
+  formatPrefix,
+  parseAddress,
+  type Prefix,
+  prefixContains,
+} from "./prefix.ts";
+import {
+  attachSteering,
+  DEFAULT_PIN_ROOT,
+  type PinnedState,
+} from "../ebpf/pinned_state.ts";
+import type { Counters } from "../ebpf/steering_maps.ts";
+import { getSockOptInt, SO_COOKIE, SOL_SOCKET } from "../ffi/libc.ts";
+import { findListenerFd } from "../ffi/socket_fd.ts";
+
+/**
+ * Bind address of the one proxy socket. Only an IPv6 socket can take steered
+ * connections of both families, and only if it is not IPv6-only, because
+ * bpf_sk_assign rejects IPv4 connections for IPv6-only sockets. Linux makes
+ * a socket IPv6-only when it binds to a plain IPv6 address such as `::1`,
+ * but not for a v4-mapped one. Unlike `::`, this address also keeps the
+ * socket reachable without BPF only from this host, on 127.0.0.1. Port 0
+ * lets the kernel pick a free port, so it never collides with a port in use.
+ */
+const BIND_HOSTNAME = "::ffff:127.0.0.1";
+
+/**
+ * After another process takes the sockmap over, connections that the kernel
+ * steered to this socket just before can still be completing their
+ * handshakes. Closing waits until no connection arrived for this long.
+ */
+const DRAIN_IDLE_MS = 200;
+/** Upper bound on that wait, in case connections keep arriving. */
+const DRAIN_MAX_MS = 2000;
+
+const logger = getLogger(["anyport", "bpf"]);
+
+/** Options of {@linkcode BpfFrontend.open}. */
+export interface BpfFrontendOptions {
+  /**
+   * Destination prefixes to steer. Connections to configured ports on other
+   * local addresses are left to the kernel's usual socket lookup. An empty
+   * list steers nothing.
+   */
+  prefixes: readonly Prefix[];
+  /** Called for every steered connection with its destination port. */
+  onConn: ConnHandler;
+  /**
+   * Directory on a bpffs for the pins; each network namespace gets its own
+   * subdirectory.
+   *
+   * @default {"/sys/fs/bpf/anyport"}
+   */
+  pinRoot?: string;
+}
+
+/**
+ * Frontend that accepts every configured port through one socket: an
+ * sk_lookup BPF program steers connections for the configured ports and
+ * prefixes to it.
+ *
+ * The program and its maps stay pinned when the process exits. A new process
+ * started while the old one runs takes over without a refused connection.
+ * When no process runs, connections to steered ports and addresses are
+ * refused rather than passed to other sockets.
+ */
+export class BpfFrontend implements Frontend, AsyncDisposable {
+  readonly #state: PinnedState;
+  readonly #listener: Deno.TcpListener;
+  readonly #fd: number;
+  readonly #cookie: bigint;
+  readonly #onConn: ConnHandler;
+  #prefixes: readonly Prefix[] = [];
+  /** Ports in the ports map, as this process last wrote or read them. */
+  #ports: Set<number>;
+  #socketInserted = false;
+  #lastAccept = 0;
+  #loop: Promise<void> | undefined;
+  #closed = false;
+
+  private constructor(
+    state: PinnedState,
+    listener: Deno.TcpListener,
+    onConn: ConnHandler,
+  ) {
+    this.#state = state;
+    this.#listener = listener;
+    this.#onConn = onConn;
+    this.#fd = findListenerFd(listener);
+    this.#cookie = getSockOptInt(this.#fd, SOL_SOCKET, SO_COOKIE, 8);
+    this.#ports = state.maps.readPorts();
+  }
+
+  /**
+   * Attaches the steering program, or takes over the pinned one, and opens
+   * the proxy socket. Steering to it starts with the first
+   * {@linkcode apply}; until then an earlier process keeps the connections.
+   *
+   * @throws {Error} when BPF cannot work here, naming what is missing and how
+   * to provide it: libbpf, privileges, a bpffs or sk_lookup support
+   */
+  static open(options: BpfFrontendOptions): BpfFrontend {
+    const state = attachSteering(options.pinRoot ?? DEFAULT_PIN_ROOT);
+    let listener: Deno.TcpListener | undefined;
+    try {
+      listener = listen();
+      const frontend = new BpfFrontend(state, listener, options.onConn);
+      frontend.setPrefixes(options.prefixes);
+      frontend.#loop = acceptLoop(
+        listener,
+        (conn) => frontend.#dispatch(conn),
+        logger,
+      );
+      return frontend;
+    } catch (error) {
+      listener?.close();
+      state[Symbol.dispose]();
+      throw error;
+    }
+  }
+
+  /** Local address of the proxy socket, reachable directly only from here. */
+  get addr(): Deno.NetAddr {
+    return this.#listener.addr;
+  }
+
+  /**
+   * Steers `ports` to this socket and stops steering the others. New ports
+   * are added before old ones are removed, so a port in both sets never
+   * refuses a connection. The first call also puts this socket into the
+   * sockmap, taking the steered ports over from an earlier process.
+   *
+   * @throws {Error} when the ports map cannot be updated; ports added by the
+   * failed call are removed again
+   */
+  apply(ports: readonly PortRange[]): Promise<void> {
+    try {
+      this.#applyPorts(expandRanges(ports));
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Replaces the steered destination prefixes, adding new ones before
+   * removing old ones.
+   *
+   * @throws {Error} when a prefix map is full (4096 per family) or closed
+   */
+  setPrefixes(prefixes: readonly Prefix[]): void {
+    this.#checkOpen("set prefixes");
+    const requested = new Set(prefixes.map(formatPrefix));
+    const current = this.#state.maps.readPrefixes();
+    for (const prefix of prefixes) this.#state.maps.addPrefix(prefix);
+    for (const prefix of current) {
+      if (!requested.has(formatPrefix(prefix))) {
+        this.#state.maps.removePrefix(prefix);
+      }
+    }
+    this.#prefixes = [...prefixes];
+    logger.info("Steered prefixes: {prefixes}", {
+      prefixes: [...requested].join(", "),
+    });
+  }
+
+  /** Reads the program's counters, summed over all CPUs. */
+  counters(): Counters {
+    this.#checkOpen("read counters");
+    return this.#state.maps.readCounters();
+  }
+
+  /**
+   * Stops accepting. When another process has taken the sockmap over, first
+   * accepts the connections still arriving on this socket. Steering stays
+   * pinned, and connections to steered ports are refused until the next
+   * process inserts its socket. Established connections are not touched.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    // NOTE: a takeover between this check and the close below can reset
+    // connections that the kernel steered here just before.
+    const cookie = this.#state.maps.socketCookie();
+    if (
+      this.#socketInserted && cookie !== undefined && cookie !== this.#cookie
+    ) {
+      await this.#drain();
+    }
+    // Closing the socket also removes it from the sockmap, in the kernel.
+    this.#listener.close();
+    await this.#loop;
+    this.#state[Symbol.dispose]();
+    logger.info("Closed proxy socket {address}", {
+      address: formatHostPort(this.addr.hostname, this.addr.port),
+    });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #applyPorts(requested: Set<number>): void {
+    this.#checkOpen("apply ports");
+    const added = [...requested].filter((port) => !this.#ports.has(port));
+    const removed = [...this.#ports].filter((port) => !requested.has(port));
+
+    this.#addPorts(added);
+    if (!this.#socketInserted) {
+      this.#state.maps.setSocket(this.#fd);
+      this.#socketInserted = true;
+      logger.info("Steering to proxy socket {address}", {
+        address: formatHostPort(this.addr.hostname, this.addr.port),
+      });
+    }
+    this.#state.maps.removePorts(removed);
+    this.#ports = requested;
+
+    logger.info("Steered ports: {count} ({added} added, {removed} removed)", {
+      count: requested.size,
+      added: added.length,
+      removed: removed.length,
+    });
+  }
+
+  #dispatch(conn: Deno.TcpConn): void {
+    this.#lastAccept = Date.now();
+    const local = conn.localAddr;
+    const client = formatHostPort(
+      unmapIpv4(conn.remoteAddr.hostname),
+      conn.remoteAddr.port,
+    );
+    if (local.port === this.addr.port && !this.#isSteered(local)) {
+      // A direct connection to the socket's own port, not a steered one.
+      logger.debug("Closing direct connection from {client}", { client });
+      conn.close();
+      return;
+    }
+    try {
+      this.#onConn(conn, local.port);
+    } catch (error) {
+      logger.warn("Handler failed for {client} on port {port}: {error}", {
+        client,
+        port: local.port,
+        error,
+      });
+      try {
+        conn.close();
+      } catch {
+        // The handler closed it already.
+      }
+    }
+  }
+
+  #isSteered(local: Deno.NetAddr): boolean {
+    const address = parseAddress(unmapIpv4(local.hostname));
+    return this.#ports.has(local.port) && address !== undefined &&
+      this.#prefixes.some((prefix) => prefixContains(prefix, address));
+  }
+
+  #addPorts(ports: number[]): void {
+    try {
+      this.#state.maps.addPorts(ports);
+    } catch (error) {
+      // NOTE: no test reaches this rollback: the map takes all 65536 ports.
+      const present = this.#state.maps.readPorts();
+      this.#state.maps.removePorts(ports.filter((port) => present.has(port)));
+      throw new Error(
+        `Cannot steer ${ports.length} more ports: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  }
+
+  async #drain(): Promise<void> {
+    const start = Date.now();
+    this.#lastAccept = Math.max(this.#lastAccept, start);
+    while (
+      Date.now() - this.#lastAccept < DRAIN_IDLE_MS &&
+      Date.now() - start < DRAIN_MAX_MS
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, DRAIN_IDLE_MS / 4));
+    }
+  }
+
+  #checkOpen(action: string): void {
+    if (this.#closed) {
+      throw new Error(`Cannot ${action}: the BPF frontend is closed`);
+    }
+  }
+}
+
+function listen(): Deno.TcpListener {
+  try {
+    return Deno.listen({ hostname: BIND_HOSTNAME, port: 0 });
+  } catch (error) {
+    throw new Error(
+      `Cannot open the proxy socket on [${BIND_HOSTNAME}]:0: ` +
+        `${(error as Error).message}; BPF mode needs IPv6 sockets, so ` +
+        `boot without ipv6.disable=1`,
+      { cause: error },
+    );
+  }
+}
+
+function expandRanges(ranges: readonly PortRange[]): Set<number> {
+  const ports = new Set<number>();
+  for (const range of ranges) {
+    for (let port = range.first; port <= range.last; port++) ports.add(port);
+  }
+  return ports;
+}

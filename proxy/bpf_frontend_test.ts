@@ -1,0 +1,499 @@
+import assert from "node:assert/strict";
+import { BpfFrontend } from "./bpf_frontend.ts";
+import type { PortRange } from "./frontend.ts";
+import { parsePrefix, type Prefix } from "./prefix.ts";
+import { openPinnedState, statePath } from "../ebpf/pinned_state.ts";
+import {
+  NEEDS_ROOT,
+  reply,
+  request,
+  requestAll,
+  requestUntil,
+  requireTestNamespace,
+  ROOT,
+  TestPinRoot,
+} from "../ebpf/_test_helpers.ts";
+
+const LOCALHOST_V4 = [parsePrefix("127.0.0.1/32")];
+
+Deno.test(
+  "BpfFrontend.apply() steers 2,000 ports to their apps",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    const apps = [
+      { name: "alpha", first: 20000, last: 20499 },
+      { name: "beta", first: 20500, last: 20999 },
+      { name: "gamma", first: 21000, last: 21499 },
+      { name: "delta", first: 21500, last: 21999 },
+    ];
+    await using server = new TestServer(root.path, LOCALHOST_V4, (port) => {
+      const app = apps.find((a) => a.first <= port && port <= a.last);
+      return `${app?.name ?? "none"} ${port}`;
+    });
+    await server.frontend.apply(apps);
+
+    const ports = apps.flatMap((a) => range(a.first, a.last));
+    const responses = await requestAll("127.0.0.1", ports);
+    for (const app of apps) {
+      for (let port = app.first; port <= app.last; port++) {
+        assert.deepEqual(responses.get(port), `${app.name} ${port}`);
+      }
+    }
+    const counters = server.frontend.counters();
+    assert.ok(
+      counters.steered > 1999n,
+      `got ${counters.steered}; want more than ${1999n}`,
+    );
+    assert.ok(
+      counters.lookups > 1999n,
+      `got ${counters.lookups}; want more than ${1999n}`,
+    );
+    assert.deepEqual(counters.noSocket, 0n);
+    assert.deepEqual(counters.assignErrors, 0n);
+  },
+);
+
+Deno.test(
+  "BpfFrontend refuses connections to unconfigured ports",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using server = new TestServer(root.path, LOCALHOST_V4);
+    await server.frontend.apply([{ first: 30000, last: 30009 }]);
+
+    assert.deepEqual(await request("127.0.0.1", 30005), "30005");
+    assert.deepEqual(await request("127.0.0.1", 30010), "ConnectionRefused");
+    assert.deepEqual(await request("127.0.0.1", 29999), "ConnectionRefused");
+  },
+);
+
+Deno.test(
+  "BpfFrontend leaves addresses outside the prefixes alone",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using server = new TestServer(root.path, LOCALHOST_V4);
+    await server.frontend.apply([{ first: 30100, last: 30100 }]);
+    // A plain socket on another loopback address and the same port.
+    using other = Deno.listen({ hostname: "127.0.0.2", port: 30100 });
+    const accepted = other.accept().then((conn) => reply(conn, "other"))
+      .catch(() => {}); // an assertion below reports the failure
+
+    assert.deepEqual(await request("127.0.0.2", 30100), "other");
+    await accepted;
+    assert.deepEqual(await request("127.0.0.1", 30100), "30100");
+    assert.deepEqual(await request("127.0.0.3", 30100), "ConnectionRefused");
+    assert.deepEqual(server.ports, [30100]);
+  },
+);
+
+Deno.test("BpfFrontend steers IPv6 connections", NEEDS_ROOT, async () => {
+  using root = new TestPinRoot();
+  await using server = new TestServer(root.path, [parsePrefix("::1/128")]);
+  await server.frontend.apply([{ first: 30200, last: 30201 }]);
+
+  assert.deepEqual(await request("::1", 30200), "30200");
+  assert.deepEqual(await request("::1", 30201), "30201");
+  assert.deepEqual(await request("127.0.0.1", 30200), "ConnectionRefused");
+});
+
+Deno.test(
+  "BpfFrontend.setPrefixes() changes the steered addresses",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using server = new TestServer(root.path, LOCALHOST_V4);
+    await server.frontend.apply([{ first: 30300, last: 30300 }]);
+    assert.deepEqual(await request("127.0.0.2", 30300), "ConnectionRefused");
+
+    server.frontend.setPrefixes([parsePrefix("127.0.0.0/30")]);
+    assert.deepEqual(await request("127.0.0.1", 30300), "30300");
+    assert.deepEqual(await request("127.0.0.2", 30300), "30300");
+    assert.deepEqual(await request("127.0.0.4", 30300), "ConnectionRefused");
+
+    server.frontend.setPrefixes([parsePrefix("127.0.0.2/32")]);
+    assert.deepEqual(await request("127.0.0.1", 30300), "ConnectionRefused");
+    assert.deepEqual(await request("127.0.0.2", 30300), "30300");
+  },
+);
+
+Deno.test(
+  "BpfFrontend.apply() keeps kept ports open during reloads",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using server = new TestServer(root.path, LOCALHOST_V4);
+    const kept: PortRange = { first: 31000, last: 31009 };
+    const extra: PortRange[] = [
+      { first: 32000, last: 32999 },
+      { first: 33000, last: 33000 },
+    ];
+    await server.frontend.apply([kept]);
+
+    const reloads = (async () => {
+      for (let i = 0; i < 20; i++) {
+        await server.frontend.apply(i % 2 === 0 ? [kept, ...extra] : [kept]);
+        await delay(10);
+      }
+      await server.frontend.apply([kept, ...extra]);
+    })();
+    const result = await requestUntil(
+      "127.0.0.1",
+      range(kept.first, kept.last),
+      (port, response) => response === `${port}`,
+      reloads,
+    );
+
+    assert.deepEqual(result.failures, []);
+    assert.ok(result.count > 20, `got ${result.count}; want more than ${20}`);
+    assert.deepEqual(await request("127.0.0.1", 32500), "32500");
+    assert.deepEqual(await request("127.0.0.1", 33000), "33000");
+    await server.frontend.apply([kept]);
+    assert.deepEqual(await request("127.0.0.1", 32500), "ConnectionRefused");
+    assert.deepEqual(await request("127.0.0.1", 31005), "31005");
+  },
+);
+
+Deno.test(
+  "BpfFrontend.apply() updates 10,000 ports in one call",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using server = new TestServer(root.path, LOCALHOST_V4);
+    const many: PortRange = { first: 40000, last: 49999 };
+
+    const addStart = performance.now();
+    await server.frontend.apply([many]);
+    const addMs = performance.now() - addStart;
+    const removeStart = performance.now();
+    await server.frontend.apply([{ first: 40000, last: 40000 }]);
+    const removeMs = performance.now() - removeStart;
+
+    // deno-lint-ignore no-console
+    console.log(
+      `apply 10,000 ports: add ${addMs.toFixed(1)} ms, ` +
+        `remove ${removeMs.toFixed(1)} ms`,
+    );
+    assert.ok(addMs < 1000, `got ${addMs}; want less than ${1000}`);
+    assert.ok(removeMs < 1000, `got ${removeMs}; want less than ${1000}`);
+    using state = openPinnedState(statePath(root.path));
+    assert.deepEqual(state?.maps.readPorts(), new Set([40000]));
+  },
+);
+
+Deno.test(
+  "BpfFrontend closes direct connections to its own port",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using server = new TestServer(root.path, LOCALHOST_V4);
+    await server.frontend.apply([{ first: 30400, last: 30400 }]);
+
+    assert.deepEqual(await request("127.0.0.1", server.frontend.addr.port), "");
+    assert.deepEqual(server.ports, []);
+  },
+);
+
+Deno.test("BpfFrontend survives a throwing handler", NEEDS_ROOT, async () => {
+  using root = new TestPinRoot();
+  let calls = 0;
+  const frontend = BpfFrontend.open({
+    prefixes: LOCALHOST_V4,
+    pinRoot: root.path,
+    onConn: () => {
+      calls++;
+      throw new Error("handler failed");
+    },
+  });
+  try {
+    await frontend.apply([{ first: 30450, last: 30450 }]);
+    assert.equal(await request("127.0.0.1", 30450), "");
+    assert.equal(await request("127.0.0.1", 30450), "");
+    assert.equal(calls, 2);
+  } finally {
+    await frontend.close();
+  }
+});
+
+Deno.test(
+  "BpfFrontend.open() takes over a running frontend without refusals",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    const ports: PortRange[] = [{ first: 30500, last: 30504 }];
+    const first = new TestServer(root.path, LOCALHOST_V4, (p) => `first ${p}`);
+    await first.frontend.apply(ports);
+    let second: TestServer | undefined;
+
+    const handover = (async () => {
+      await delay(100);
+      second = new TestServer(root.path, LOCALHOST_V4, (p) => `second ${p}`);
+      await second.frontend.apply(ports);
+      await first[Symbol.asyncDispose]();
+      await delay(100);
+    })();
+    const result = await requestUntil(
+      "127.0.0.1",
+      range(30500, 30504),
+      (port, response) => response.endsWith(` ${port}`),
+      handover,
+    );
+    await handover;
+    await using _second = second;
+
+    assert.deepEqual(result.failures, []);
+    assert.ok(first.ports.length > 0, "the first frontend got no connection");
+    assert.ok(
+      (second?.ports.length ?? 0) > 0,
+      "the second frontend got no connection",
+    );
+  },
+);
+
+Deno.test(
+  "BpfFrontend.open() takes over from another process without refusals",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    const port = 30650;
+    const first = await startChild(root.path, port);
+    let second: Deno.ChildProcess | undefined;
+    const responses = new Set<string>();
+
+    const handover = (async () => {
+      await delay(100);
+      second = await startChild(root.path, port);
+      first.kill("SIGTERM");
+      assert.equal((await first.status).code, 0);
+      await delay(100);
+    })();
+    const result = await requestUntil(
+      "127.0.0.1",
+      [port],
+      (_, response) => responses.add(response) && response.startsWith("child "),
+      handover,
+    );
+    await handover.finally(async () => {
+      second?.kill("SIGKILL");
+      await second?.status;
+    });
+
+    assert.deepEqual(result.failures, []);
+    assert.ok(responses.has(`child ${first.pid}`), [...responses].join(", "));
+    assert.ok(responses.has(`child ${second?.pid}`), [...responses].join(", "));
+  },
+);
+
+Deno.test(
+  "BpfFrontend.open() restarts after the old process is killed",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    const port = 30600;
+
+    const first = await startChild(root.path, port);
+    const firstResponse = await request("127.0.0.1", port);
+    assert.deepEqual(firstResponse, `child ${first.pid}`);
+    first.kill("SIGKILL");
+    await first.status;
+
+    // The link stays pinned while the kernel dropped the dead socket.
+    assert.deepEqual(await request("127.0.0.1", port), "ConnectionRefused");
+    {
+      using state = openPinnedState(statePath(root.path));
+      assert.ok(state !== undefined);
+      assert.deepEqual(state.maps.socketCookie(), undefined);
+      assert.ok(
+        state.maps.readCounters().noSocket > 0n,
+        `got ${state.maps.readCounters().noSocket}; want more than ${0n}`,
+      );
+    }
+
+    const second = await startChild(root.path, port);
+    try {
+      assert.deepEqual(await request("127.0.0.1", port), `child ${second.pid}`);
+    } finally {
+      second.kill("SIGKILL");
+      await second.status;
+    }
+  },
+);
+
+Deno.test(
+  "BpfFrontend.apply() fails once the frontend is closed",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    const server = new TestServer(root.path, LOCALHOST_V4);
+    await server[Symbol.asyncDispose]();
+
+    let message = "";
+    await server.frontend.apply([]).catch((e) => message = e.message);
+    assert.deepEqual(message, "Cannot apply ports: the BPF frontend is closed");
+  },
+);
+
+Deno.test("BpfFrontend.open() names a missing bpffs", NEEDS_ROOT, () => {
+  requireTestNamespace();
+  const pinRoot = Deno.makeTempDirSync();
+  try {
+    let message = "";
+    try {
+      BpfFrontend.open({ prefixes: [], onConn: () => {}, pinRoot });
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    assert.ok(message.includes("no bpffs is mounted there"), message);
+    assert.ok(message.includes('"mount -t bpf bpf /sys/fs/bpf"'), message);
+  } finally {
+    Deno.removeSync(pinRoot);
+  }
+});
+
+Deno.test(
+  "BpfFrontend.open() names the missing --allow-all",
+  NEEDS_ROOT,
+  async () => {
+    requireTestNamespace();
+    const output = await runChild(["env"], [
+      "--allow-ffi",
+      "--allow-read",
+      "--allow-write",
+      "--allow-net",
+    ]);
+    assert.ok(
+      output.includes("Cannot use BPF mode without --allow-all"),
+      output,
+    );
+  },
+);
+
+Deno.test(
+  "BpfFrontend.open() names the missing capabilities",
+  NEEDS_ROOT,
+  async () => {
+    requireTestNamespace();
+    const output = await runChild([
+      "setpriv",
+      "--inh-caps=-all",
+      "--bounding-set=-all",
+      "--",
+    ]);
+    assert.ok(output.includes("lacks CAP_BPF and CAP_NET_ADMIN"), output);
+    assert.ok(output.includes("run as root or grant"), output);
+  },
+);
+
+Deno.test("BpfFrontend.open() names a missing libbpf", NEEDS_ROOT, async () => {
+  requireTestNamespace();
+  // Hide libbpf.so.1 in a mount namespace of the child's own.
+  const hide = "mount --bind /dev/null " +
+    `"$(readlink -f "$(ldconfig -p | awk '/libbpf\\.so\\.1 /{print $NF; exit}')")"`;
+  const output = await runChild([
+    "unshare",
+    "--mount",
+    "sh",
+    "-c",
+    `${hide} && exec "$@"`,
+    "sh",
+  ]);
+  assert.ok(output.includes("Cannot open libbpf.so.1"), output);
+  assert.ok(output.includes('"apt-get install libbpf1"'), output);
+});
+
+/**
+ * BpfFrontend whose connections each get one line, `respond(port)`, and are
+ * closed.
+ */
+class TestServer implements AsyncDisposable {
+  readonly frontend: BpfFrontend;
+  /** Destination ports of the connections handled so far. */
+  readonly ports: number[] = [];
+  readonly #replies = new Set<Promise<void>>();
+
+  constructor(
+    pinRoot: string,
+    prefixes: Prefix[],
+    respond: (port: number) => string = (port) => `${port}`,
+  ) {
+    this.frontend = BpfFrontend.open({
+      prefixes,
+      pinRoot,
+      onConn: (conn, port) => {
+        this.ports.push(port);
+        const done = reply(conn, respond(port));
+        this.#replies.add(done);
+        done.finally(() => this.#replies.delete(done));
+      },
+    });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.frontend.close();
+    await Promise.all(this.#replies);
+  }
+}
+
+/** Starts proxy/testdata/bpf_child.ts and waits until it steers `port`. */
+async function startChild(
+  pinRoot: string,
+  port: number,
+): Promise<Deno.ChildProcess> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      `${ROOT}proxy/testdata/bpf_child.ts`,
+      pinRoot,
+      `${port}`,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let output = "";
+  while (!output.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    output += value;
+  }
+  reader.releaseLock();
+  child.stdout.cancel().catch(() => {});
+  assert.deepEqual(output.trim(), "ready");
+  return child;
+}
+
+/**
+ * Runs bpf_child.ts behind `wrapper`, with `permissions` for Deno, and
+ * returns its output.
+ */
+async function runChild(
+  wrapper: string[],
+  permissions = ["-A"],
+): Promise<string> {
+  const [command = "", ...args] = wrapper;
+  const output = await new Deno.Command(command, {
+    args: [
+      ...args,
+      Deno.execPath(),
+      "run",
+      ...permissions,
+      `${ROOT}proxy/testdata/bpf_child.ts`,
+      "/sys/fs/bpf/anyport-test-unused",
+      "30700",
+    ],
+  }).output();
+  const text = new TextDecoder().decode(output.stdout) +
+    new TextDecoder().decode(output.stderr);
+  assert.deepEqual(output.code, 1, text);
+  return text;
+}
+
+function range(first: number, last: number): number[] {
+  return Array.from({ length: last - first + 1 }, (_, i) => first + i);
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
