@@ -18,8 +18,10 @@ const HELP =
 Usage:
   anyport [options]               run the proxy
   anyport check [--config PATH]   validate a config file and exit
-  anyport bpf status [--json]     show the BPF steering state of this network namespace
-  anyport bpf detach              remove the BPF program, link and pins
+  anyport bpf status [--json] [--pin-root DIR]
+                                  show the BPF steering state of this network namespace
+  anyport bpf detach [--pin-root DIR]
+                                  remove the BPF program's link and pins
 
 Options:
   -c, --config PATH      config file (default: ./config.json); reloaded when it
@@ -37,6 +39,11 @@ Signals: SIGHUP reloads the config; SIGINT and SIGTERM stop accepting, let open
 connections finish for up to DrainTimeoutMs, then exit 0.`;
 
 async function main(args: string[]): Promise<number> {
+  if (args[0] === "bpf") {
+    // The bpf command parses its own options, such as --pin-root.
+    const { runBpfCommand } = await import("./cli/bpf.ts");
+    return await runBpfCommand(args.slice(1));
+  }
   let parsed;
   try {
     parsed = parseArgs({
@@ -49,7 +56,6 @@ async function main(args: string[]): Promise<number> {
         "log-format": { type: "string", default: "text" },
         "access-log": { type: "boolean", default: true },
         "no-access-log": { type: "boolean", default: false },
-        json: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
         version: { type: "boolean", short: "V", default: false },
       },
@@ -89,6 +95,9 @@ async function main(args: string[]): Promise<number> {
   });
 
   const [command, ...rest] = positionals;
+  if (rest.length > 0) {
+    return usageError(`Unexpected argument "${rest[0]}"`);
+  }
   switch (command) {
     case undefined:
     case "run":
@@ -98,10 +107,6 @@ async function main(args: string[]): Promise<number> {
       });
     case "check":
       return await checkConfig(values.config);
-    case "bpf": {
-      const { runBpfCommand } = await import("./cli/bpf.ts");
-      return await runBpfCommand([...rest, ...(values.json ? ["--json"] : [])]);
-    }
     default:
       return usageError(
         `Unknown command "${command}": use check, bpf or no command`,

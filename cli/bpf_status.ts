@@ -1,0 +1,90 @@
+import { formatPrefix } from "../proxy/prefix.ts";
+import { formatRange, mergeRanges } from "../proxy/ports.ts";
+import {
+  netnsInode,
+  openPinnedState,
+  statePath,
+} from "../ebpf/pinned_state.ts";
+import { checkBpfRequirements } from "../ebpf/requirements.ts";
+
+/** BPF steering state of one network namespace, as `bpf status` shows it. */
+export interface BpfStatus {
+  attached: boolean;
+  netnsInode: number;
+  /** Directory of the pins. */
+  path: string;
+  link?: { id: number; programId: number; netnsInode: number };
+  /** Whether a proxy socket is in the sockmap, with its `SO_COOKIE`. */
+  socket?: { present: boolean; cookie?: number };
+  /** Steered ports as merged ranges, such as `["80", "20000-29999"]`. */
+  ports?: string[];
+  portCount?: number;
+  prefixes?: string[];
+  /** Counter totals over all CPUs. */
+  counters?: {
+    lookups: number;
+    steered: number;
+    noSocket: number;
+    assignErrors: number;
+  };
+}
+
+/**
+ * Reads the pinned steering state of this network namespace under `pinRoot`.
+ *
+ * @throws {Error} when BPF cannot work here or the pins cannot be read
+ */
+export function readBpfStatus(pinRoot: string): BpfStatus {
+  checkBpfRequirements(pinRoot);
+  const path = statePath(pinRoot);
+  const status: BpfStatus = { attached: false, netnsInode: netnsInode(), path };
+  using state = openPinnedState(path);
+  if (state === undefined) return status;
+
+  const ports = [...state.maps.readPorts()];
+  const cookie = state.maps.socketCookie();
+  const counters = state.maps.readCounters();
+  status.attached = true;
+  status.link = state.linkInfo();
+  status.socket = cookie === undefined
+    ? { present: false }
+    : { present: true, cookie: Number(cookie) };
+  status.ports = mergeRanges(ports.map((p) => ({ first: p, last: p })))
+    .map(formatRange);
+  status.portCount = ports.length;
+  status.prefixes = state.maps.readPrefixes().map(formatPrefix);
+  status.counters = {
+    lookups: Number(counters.lookups),
+    steered: Number(counters.steered),
+    noSocket: Number(counters.noSocket),
+    assignErrors: Number(counters.assignErrors),
+  };
+  return status;
+}
+
+/** Formats a status for people, one fact per line. */
+export function formatBpfStatus(status: BpfStatus): string {
+  if (!status.attached) {
+    return `No BPF steering in network namespace ${status.netnsInode}: ` +
+      `nothing is pinned in ${status.path}`;
+  }
+  const { link, socket, counters } = status;
+  const lines = [
+    `BPF steering in network namespace ${status.netnsInode}`,
+    `  pins:      ${status.path}`,
+    `  link:      ${link?.id} (program ${link?.programId})`,
+    `  socket:    ${
+      socket?.present
+        ? `present (cookie ${socket.cookie})`
+        : "missing: steered connections are refused"
+    }`,
+    `  ports:     ${status.portCount} (${status.ports?.join(", ") || "none"})`,
+    `  prefixes:  ${status.prefixes?.join(", ") || "none"}`,
+    `  counters:  lookups ${counters?.lookups}, steered ${counters?.steered}, ` +
+    `no socket ${counters?.noSocket}, assign errors ${counters?.assignErrors}`,
+  ];
+  if (link !== undefined && link.netnsInode !== status.netnsInode) {
+    lines.push("  warning:   the link's network namespace is gone");
+  }
+  return lines.join("\n");
+}
