@@ -258,15 +258,19 @@ export class ProxyProcess implements AsyncDisposable {
   /**
    * @param maxFiles when set, the child's limit of open descriptors
    * (`ulimit -n`), to test running out of them
+   * @param permissions Deno permission flags; BPF mode needs `--allow-all`
    */
-  constructor(configPath: string, extraArgs: string[] = [], maxFiles?: number) {
+  constructor(
+    configPath: string,
+    extraArgs: string[] = [],
+    maxFiles?: number,
+    permissions = ["--allow-net", "--allow-read", "--allow-ffi"],
+  ) {
     this.configPath = configPath;
     const deno = [
       Deno.execPath(),
       "run",
-      "--allow-net",
-      `--allow-read`,
-      "--allow-ffi",
+      ...permissions,
       `${ROOT}main.ts`,
       "--config",
       configPath,

@@ -1,0 +1,153 @@
+import assert from "node:assert/strict";
+import { requireTestNamespace } from "../ebpf/_test_helpers.ts";
+import {
+  accepts,
+  delay,
+  nameServer,
+  ProxyProcess,
+  ROOT,
+  roundTrip,
+  waitFor,
+  writeConfigFile,
+} from "./helpers.ts";
+
+/** BPF tests need root, a namespace of their own and a bpffs; see scripts/test.sh. */
+const BPF = { ignore: Deno.uid() !== 0 };
+
+const A_PORTS = { first: 30000, last: 30999 };
+const B_PORTS = { first: 31000, last: 31999 };
+
+function bpfConfig(a: string, b: string) {
+  return {
+    Mode: "bpf",
+    SteerPrefixes: ["127.0.0.1/32", "::1/128"],
+    ConnectTimeoutMs: 500,
+    DrainTimeoutMs: 2_000,
+    Apps: [
+      { Name: "a", Ports: [`${A_PORTS.first}-${A_PORTS.last}`], Targets: [a] },
+      {
+        Name: "b",
+        Ports: [`${B_PORTS.first}-${B_PORTS.last}`, 32000],
+        Targets: [b],
+      },
+    ],
+  };
+}
+
+function startBpfProxy(path: string): ProxyProcess {
+  return new ProxyProcess(
+    path,
+    ["--log-level", "info", "--no-access-log"],
+    undefined,
+    [
+      "--allow-all",
+    ],
+  );
+}
+
+async function detachAll(): Promise<void> {
+  const { code } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", `${ROOT}main.ts`, "bpf", "detach"],
+    stdout: "null",
+    stderr: "null",
+  }).output();
+  assert.equal(code, 0, "bpf detach failed");
+}
+
+Deno.test({
+  ...BPF,
+  name:
+    "anyport --mode bpf routes port ranges of several apps through one socket",
+  async fn() {
+    requireTestNamespace();
+    await using a = nameServer("a");
+    await using b = nameServer("b");
+    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    {
+      await using proxy = startBpfProxy(path);
+      await proxy.waitForLog(/Started in bpf mode: 2 apps on 2001 ports/);
+      for (let i = 0; i < 40; i++) {
+        const port = A_PORTS.first + Math.floor(Math.random() * 1000);
+        assert.equal(await roundTrip(port, ""), "a", `port ${port}`);
+        const other = B_PORTS.first + Math.floor(Math.random() * 1000);
+        assert.equal(
+          await roundTrip(other, "", "::1"),
+          "b",
+          `port ${other} on ::1`,
+        );
+      }
+      assert.equal(await roundTrip(32000, ""), "b");
+      assert.equal(await accepts(32001), false, "unconfigured port accepted");
+      assert.equal(await proxy.stop("SIGTERM"), 0);
+    }
+    await detachAll();
+  },
+});
+
+Deno.test({
+  ...BPF,
+  name: "anyport restart in BPF mode hands over with no failed connection",
+  async fn() {
+    requireTestNamespace();
+    await using a = nameServer("a");
+    await using b = nameServer("b");
+    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    await using first = startBpfProxy(path);
+    await first.waitForLog(/Started in bpf mode/);
+
+    let stop = false;
+    let ok = 0;
+    const failures: string[] = [];
+    const clients = Array.from({ length: 4 }, async () => {
+      while (!stop) {
+        const port = A_PORTS.first + Math.floor(Math.random() * 1000);
+        try {
+          const reply = await roundTrip(port, "");
+          if (reply === "a") ok++;
+          else failures.push(`port ${port}: reply "${reply}"`);
+        } catch (error) {
+          failures.push(`port ${port}: ${error}`);
+        }
+      }
+    });
+    await delay(300);
+    await using second = startBpfProxy(path);
+    await second.waitForLog(/Started in bpf mode/);
+    await delay(300);
+    assert.equal(await first.stop("SIGTERM"), 0);
+    await delay(300);
+    stop = true;
+    await Promise.all(clients);
+    assert.deepEqual(failures, []);
+    assert.ok(ok > 50, `only ${ok} connections during the handover`);
+    assert.equal(await second.stop("SIGTERM"), 0);
+    await detachAll();
+  },
+});
+
+Deno.test({
+  ...BPF,
+  name: "anyport in BPF mode restarts after kill -9 with no clean-up",
+  async fn() {
+    requireTestNamespace();
+    await using a = nameServer("a");
+    await using b = nameServer("b");
+    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    {
+      await using killed = startBpfProxy(path);
+      await killed.waitForLog(/Started in bpf mode/);
+      assert.equal(await roundTrip(A_PORTS.first, ""), "a");
+      await killed.stop("SIGKILL");
+    }
+    // With the socket gone the program refuses steered ports.
+    assert.equal(await accepts(A_PORTS.first), false);
+    {
+      await using restarted = startBpfProxy(path);
+      await restarted.waitForLog(/Started in bpf mode/);
+      await waitFor(() => accepts(A_PORTS.first), 2_000, "steering to resume");
+      assert.equal(await roundTrip(A_PORTS.last, ""), "a");
+      assert.equal(await restarted.stop("SIGTERM"), 0);
+    }
+    await detachAll();
+  },
+});
