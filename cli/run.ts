@@ -29,13 +29,35 @@ export async function runProxy(options: RunOptions): Promise<number> {
     logConfigError(options.configPath, error, "Cannot start");
     return 2;
   }
+
+  // Signals and file events are watched before the proxy starts, so a
+  // SIGHUP or an edit during start-up is not lost (and SIGHUP's default
+  // action, which ends the process, never applies). They wait for the start.
+  const started = Promise.withResolvers<Proxy | undefined>();
+  let reloading = started.promise.then(() => {});
+  const reload = () => {
+    reloading = reloading.then(async () => {
+      const proxy = await started.promise;
+      if (proxy !== undefined) await reloadConfig(proxy, options);
+    });
+  };
+  const stopWatching = watchConfig(options.configPath, reload);
+  const force = new AbortController();
+  const stopRequested = waitForStopSignal(() => {
+    log.warning("Second stop signal: closing open connections now");
+    force.abort();
+  });
+
   let proxy: Proxy;
   try {
     proxy = await Proxy.start(config, createFrontend);
   } catch (error) {
+    started.resolve(undefined);
+    stopWatching();
     log.fatal("Cannot start: {error}", { error: (error as Error).message });
     return 1;
   }
+  started.resolve(proxy);
   log.info("Started in {mode} mode: {apps} apps on {ports} ports", {
     mode: config.settings.mode,
     apps: config.apps.length,
@@ -47,16 +69,7 @@ export async function runProxy(options: RunOptions): Promise<number> {
     ),
   });
 
-  let reloading = Promise.resolve();
-  const reload = () => {
-    reloading = reloading.then(() => reloadConfig(proxy, options));
-  };
-  const stopWatching = watchConfig(options.configPath, reload);
-  const force = new AbortController();
-  await waitForStopSignal(() => {
-    log.warning("Second stop signal: closing open connections now");
-    force.abort();
-  });
+  await stopRequested;
   stopWatching();
   await reloading;
   log.info(
