@@ -1,16 +1,24 @@
 import type { Logger } from "@logtape/logtape";
-import { LogRateLimiter } from "./rate_limit.ts";
+import { isResourceExhausted } from "./os_error.ts";
+import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
 
-/** Pause after an accept error such as EMFILE, before accepting again, in ms. */
-const ACCEPT_ERROR_PAUSE_MS = 100;
+/**
+ * Pause after an accept error that means a local resource ran out, such as
+ * EMFILE, before accepting again, in ms. Accepting at once would fail again
+ * in a busy loop.
+ */
+const RESOURCE_PAUSE_MS = 100;
 
 const limiter = new LogRateLimiter();
 
 /**
  * Accepts connections until the listener is closed, passing each to
- * `onConn`. Accept errors such as running out of descriptors (EMFILE) are
- * logged, rate-limited, and followed by a short pause instead of ending the
- * loop. Closing the listener ends the loop quietly.
+ * `onConn`. Accept errors are logged, rate-limited, and never end the loop.
+ * Errors of one connection (a client that reset before the accept, ENOTCONN
+ * or ECONNABORTED) are skipped at once. Running out of descriptors or
+ * memory (EMFILE, ENFILE, ENOMEM, ENOBUFS) adds a short pause, so the loop
+ * does not spin while nothing can be accepted. Closing the listener ends the
+ * loop quietly.
  */
 export async function acceptLoop(
   listener: Deno.TcpListener,
@@ -26,15 +34,18 @@ export async function acceptLoop(
       const address = listener.addr as Deno.NetAddr;
       const suppressed = limiter.allow(`accept:${address.port}`, Date.now());
       if (suppressed >= 0) {
-        log.error("Accept failed on port {port}: {error}", {
-          port: address.port,
-          error: (error as Error).message,
-          suppressed,
-        });
+        log.error(
+          withSuppressed("Accept failed on port {port}: {error}", suppressed),
+          {
+            port: address.port,
+            error: (error as Error).message,
+            suppressed,
+          },
+        );
       }
-      await new Promise((resolve) =>
-        setTimeout(resolve, ACCEPT_ERROR_PAUSE_MS)
-      );
+      if (isResourceExhausted(error)) {
+        await new Promise((resolve) => setTimeout(resolve, RESOURCE_PAUSE_MS));
+      }
       continue;
     }
     onConn(conn);

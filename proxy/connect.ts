@@ -1,7 +1,8 @@
 import { getLogger } from "@logtape/logtape";
 import type { App } from "./app.ts";
 import { DialError, dialTarget } from "./dial.ts";
-import { LogRateLimiter } from "./rate_limit.ts";
+import { isResourceExhausted } from "./os_error.ts";
+import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
 import type { Resolver } from "./resolver.ts";
 import type { Settings } from "./settings.ts";
 import type { TargetState } from "./target_state.ts";
@@ -52,6 +53,13 @@ export async function connectToApp(
       return { conn, target, attempts };
     } catch (error) {
       if (!(error instanceof DialError)) throw error;
+      if (isResourceExhausted(error.cause)) {
+        // The proxy itself is out of descriptors or memory: the target is
+        // not to blame, and the other targets would fail the same way.
+        target.cancelConnect();
+        logResourceError(app, target, error, client);
+        return undefined;
+      }
       const wasUp = target.failures === 0;
       const period = target.recordFailure(
         Date.now(),
@@ -70,6 +78,29 @@ export async function connectToApp(
   return undefined;
 }
 
+function logResourceError(
+  app: App,
+  target: TargetState,
+  error: DialError,
+  client: string,
+) {
+  const suppressed = limiter.allow("resources", Date.now());
+  if (suppressed < 0) return;
+  log.error(
+    withSuppressed(
+      "Cannot connect to target {target} of app {app}: the proxy is out of resources ({reason}); raise the descriptor limit (ulimit -n) or add capacity",
+      suppressed,
+    ),
+    {
+      app: app.name,
+      target: target.address.label,
+      reason: error.reason,
+      client,
+      suppressed,
+    },
+  );
+}
+
 function logFailure(
   app: App,
   target: TargetState,
@@ -85,7 +116,7 @@ function logFailure(
   const message = failover
     ? "Connect to target {target} of app {app} failed: {reason}; trying the next target"
     : "Connect to target {target} of app {app} failed: {reason}; no target left to try";
-  log.warning(message, {
+  log.warning(withSuppressed(message, suppressed), {
     app: app.name,
     target: target.address.label,
     reason: error.reason,

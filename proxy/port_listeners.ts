@@ -2,6 +2,7 @@ import { getLogger } from "@logtape/logtape";
 import type { ConnHandler, Frontend, PortRange } from "./frontend.ts";
 import { acceptLoop } from "./accept_loop.ts";
 import { formatHostPort } from "./address.ts";
+import { isResourceExhausted } from "./os_error.ts";
 
 const log = getLogger(["anyport", "listener"]);
 
@@ -34,7 +35,7 @@ export class PortListeners implements Frontend {
     try {
       for (const port of wanted) {
         if (this.#listeners.has(port)) continue;
-        this.#listeners.set(port, this.#listen(port));
+        this.#listeners.set(port, this.#listen(port, wanted.size));
         opened.push(port);
       }
     } catch (error) {
@@ -52,15 +53,20 @@ export class PortListeners implements Frontend {
     return Promise.resolve();
   }
 
-  #listen(port: number): Deno.TcpListener {
+  #listen(port: number, wanted: number): Deno.TcpListener {
     let listener: Deno.TcpListener;
     try {
       listener = Deno.listen({ hostname: this.hostname, port });
     } catch (error) {
+      const fix = isResourceExhausted(error)
+        ? `${wanted} ports need as many descriptors, plus two per connection: raise the limit (ulimit -n, systemd LimitNOFILE) or use "Mode": "bpf", which needs one socket`
+        : error instanceof Deno.errors.AddrInUse
+        ? "stop the process that uses the port or remove the port from the config"
+        : "check ListenAddress and the port";
       throw new Error(
         `Cannot listen on ${formatHostPort(this.hostname, port)}: ${
           (error as Error).message
-        }. Stop the process that uses the port or remove it from the config`,
+        }; ${fix}`,
         { cause: error },
       );
     }

@@ -4,7 +4,7 @@ import type { Config } from "./config.ts";
 import { connectToApp } from "./connect.ts";
 import type { Frontend } from "./frontend.ts";
 import { Pipe } from "./pipe.ts";
-import { LogRateLimiter } from "./rate_limit.ts";
+import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
 import { Resolver } from "./resolver.ts";
 import { Router } from "./router.ts";
 import { describeChanges } from "./config_diff.ts";
@@ -259,7 +259,10 @@ export class Proxy {
     const suppressed = limiter.allow(`port:${port}`, Date.now());
     if (suppressed < 0) return;
     log.warning(
-      "Closed connection from {client} to port {port}: no app owns the port",
+      withSuppressed(
+        "Closed connection from {client} to port {port}: no app owns the port",
+        suppressed,
+      ),
       {
         client: formatAddr(conn.remoteAddr),
         port,
@@ -278,7 +281,7 @@ export class Proxy {
       const cutoff = Date.now() - idleMs;
       for (const session of this.#sessions) {
         const pipe = session.pipe;
-        if (pipe !== undefined && pipe.lastActive < cutoff) pipe.abort();
+        if (pipe !== undefined && pipe.lastActive < cutoff) pipe.expire();
       }
     }, interval);
     Deno.unrefTimer(this.#idleTimer as unknown as number);

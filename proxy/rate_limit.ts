@@ -37,3 +37,13 @@ export class LogRateLimiter {
     }
   }
 }
+
+/**
+ * Appends a count of dropped repeats to a log message template, so text
+ * logs show it too: `"… ({suppressed} similar messages suppressed)"`.
+ */
+export function withSuppressed(template: string, suppressed: number): string {
+  return suppressed > 0
+    ? `${template} ({suppressed} similar messages suppressed)`
+    : template;
+}

@@ -39,6 +39,11 @@ export class TargetState {
     if (this.failures > 0) this.probing = true;
   }
 
+  /** Ends a connect that failed for reasons of the proxy, not the target. */
+  cancelConnect(): void {
+    this.probing = false;
+  }
+
   /**
    * Records a failed connect and starts or extends the back-off.
    * Returns the back-off period in ms.

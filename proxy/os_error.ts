@@ -1,0 +1,19 @@
+/**
+ * errno values (Linux) that mean this process or the machine ran out of a
+ * resource: descriptors (EMFILE, ENFILE), memory (ENOMEM), socket buffers
+ * (ENOBUFS) or local ports (EADDRNOTAVAIL). They say nothing about a peer.
+ */
+const RESOURCE_ERRNOS = new Set([24, 23, 12, 105, 99]);
+
+/** Returns the errno in a Deno error message ("... (os error 24)"), if any. */
+export function osErrno(error: unknown): number | undefined {
+  const message = error instanceof Error ? error.message : String(error);
+  const match = /\(os error (\d+)\)/.exec(message);
+  return match === null ? undefined : Number(match[1]);
+}
+
+/** Returns whether `error` means the proxy ran out of a local resource. */
+export function isResourceExhausted(error: unknown): boolean {
+  const errno = osErrno(error);
+  return errno !== undefined && RESOURCE_ERRNOS.has(errno);
+}
