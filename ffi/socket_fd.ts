@@ -53,6 +53,36 @@ export function findConnFd(conn: Deno.TcpConn): number {
   return single(fds, `connection ${formatAddr(conn.localAddr)}`);
 }
 
+/**
+ * Returns the descriptor of a TCP connection by probing descriptors near
+ * `hint`, closest first, up to `radius` away. Unlike {@linkcode findConnFd}
+ * it needs no access to `/proc`, and a connection opened right after the
+ * hinted one is usually found within a few probes.
+ *
+ * @returns the descriptor, or `undefined` when none in range matches
+ */
+export function findConnFdNear(
+  conn: Deno.TcpConn,
+  hint: number,
+  radius: number,
+): number | undefined {
+  const local = toSockAddr(conn.localAddr);
+  const remote = toSockAddr(conn.remoteAddr);
+  for (let distance = 0; distance <= radius; distance++) {
+    for (
+      const fd of distance === 0 ? [hint] : [hint + distance, hint - distance]
+    ) {
+      if (fd < 0) continue;
+      if (
+        sameAddr(getSockName(fd), local) && sameAddr(getPeerName(fd), remote)
+      ) {
+        return fd;
+      }
+    }
+  }
+  return undefined;
+}
+
 /** Returns the local address of socket `fd`, or `undefined` if not a socket. */
 export function getSockName(fd: number): SockAddr | undefined {
   return readName(fd, "getsockname");

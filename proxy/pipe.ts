@@ -1,4 +1,4 @@
-import { resetConn } from "./reset.ts";
+import { connFd, resetConn } from "./reset.ts";
 
 /**
  * Size of the buffer each direction starts with, in bytes. Idle connections
@@ -24,8 +24,8 @@ export interface PipeResult {
    * How the pipe ended: `"closed"` after both sides finished cleanly,
    * `"client reset"`/`"target reset"` when one side sent a reset and the
    * other was reset in turn, `"client error"`/`"target error"` for other
-   * socket errors (also passed on as a reset), `"aborted"` when the proxy
-   * closed it at idle timeout or drain end.
+   * socket errors (also passed on as a reset), `"idle"` when the idle
+   * timeout closed it, `"aborted"` when the drain ended.
    */
   end:
     | "closed"
@@ -33,6 +33,7 @@ export interface PipeResult {
     | "target reset"
     | "client error"
     | "target error"
+    | "idle"
     | "aborted";
 }
 
@@ -68,9 +69,24 @@ export class Pipe {
     this.done = this.#run();
   }
 
-  /** Closes both connections now, for example at idle timeout or drain end. */
+  /**
+   * Closes both connections now with a FIN, at idle timeout. Bytes already
+   * handed to the kernel are still delivered before the FIN.
+   */
+  expire(): void {
+    if (this.#closed) return;
+    this.#end ??= "idle";
+    this.#close();
+  }
+
+  /** Resets both connections now, at the end of a drain. */
   abort(): void {
+    if (this.#closed) return;
     this.#end ??= "aborted";
+    // Resets, not FINs, so neither peer takes a cut stream for a whole one.
+    const clientFd = connFd(this.client);
+    resetConn(this.client);
+    resetConn(this.target, clientFd);
     this.#close();
   }
 
@@ -110,6 +126,8 @@ export class Pipe {
           this.#fail(from === "client" ? "target" : "client", error);
           return;
         }
+        // A slow reader that keeps taking bytes is not idle.
+        this.lastActive = Date.now();
         if (buffer === small) {
           if (n === small.length) {
             buffer = pool.pop() ?? new Uint8Array(LARGE_BUFFER_SIZE);
@@ -140,7 +158,8 @@ export class Pipe {
   #fail(side: Side, error: unknown) {
     if (this.#closed) return;
     this.#end ??= isReset(error) ? `${side} reset` : `${side} error`;
-    resetConn(side === "client" ? this.target : this.client);
+    if (side === "client") resetConn(this.target, connFd(this.client));
+    else resetConn(this.client);
     this.#close();
   }
 

@@ -377,6 +377,69 @@ Deno.test("proxy reload that cannot open a port keeps the old config", async () 
 });
 
 /** FNV-1a over a stream of chunks: pass the previous result as `hash`. */
+Deno.test("proxy keeps accepting after clients reset before accept", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  // Node sends the reset as soon as each connection is established.
+  await Promise.all(Array.from({ length: 100 }, () => {
+    const socket = net.connect(port!, "127.0.0.1");
+    socket.on("error", () => {});
+    socket.resetAndDestroy();
+    return new Promise((resolve) => socket.once("close", resolve));
+  }));
+  const started = Date.now();
+  assert.equal(await roundTrip(port!, "next"), "next");
+  const elapsed = Date.now() - started;
+  assert.ok(elapsed < 500, `next client waited ${elapsed} ms`);
+});
+
+Deno.test("proxy keeps a slow but steady reader past the idle timeout", async () => {
+  const size = 1024 * 1024;
+  await using target = new TestServer(async (conn) => {
+    await writeAll(conn, new Uint8Array(size));
+    await conn.closeWrite();
+    await drain(conn);
+  });
+  const [port] = freePorts(1);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    IdleTimeoutMs: 200,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  const conn = await connect(port!);
+  const buffer = new Uint8Array(32 * 1024);
+  let received = 0;
+  for (;;) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    received += n;
+    await delay(25);
+  }
+  closeQuietly(conn);
+  assert.equal(received, size);
+});
+
+Deno.test("proxy closes a connection idle past the timeout", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    IdleTimeoutMs: 200,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  const conn = await connect(port!);
+  const started = Date.now();
+  const received = await drain(conn);
+  closeQuietly(conn);
+  const elapsed = Date.now() - started;
+  assert.equal(received, 0);
+  assert.ok(elapsed >= 200 && elapsed < 1_500, `cut after ${elapsed} ms`);
+});
+
 function fnv1a(data: Uint8Array, hash: number): number {
   for (let i = 0; i < data.length; i++) {
     hash = Math.imul(hash ^ data[i]!, 0x01000193);
