@@ -38,15 +38,23 @@ export async function readConfig(path: string): Promise<Config> {
  * @throws {ConfigError} listing every problem found
  */
 export function parseConfig(text: string, source = "config"): Config {
+  if (text.trim() === "") {
+    throw new ConfigError(source, [{
+      path: "",
+      message:
+        'the file is empty: write an object such as {"Apps": [{"Name": "web", "Ports": [8080], "Targets": ["127.0.0.1:9000"]}]}',
+    }]);
+  }
   const syntaxErrors: ParseError[] = [];
   const root: unknown = parse(text, syntaxErrors, {
     allowTrailingComma: true,
     disallowComments: false,
   });
   if (syntaxErrors.length > 0) {
+    // Later errors are mostly echoes of the first, so at most three.
     throw new ConfigError(
       source,
-      syntaxErrors.map((e) => syntaxProblem(text, e)),
+      syntaxErrors.slice(0, 3).map((e) => syntaxProblem(text, e)),
     );
   }
   const problems: ConfigProblem[] = [];
@@ -59,6 +67,7 @@ export function parseConfig(text: string, source = "config"): Config {
   checkKeys(root, ["Apps", ...SETTING_KEYS], "", problems);
   const settings = readSettings(root, problems);
   const apps = readApps(root.Apps, problems);
+  checkLoops(apps, settings, problems);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return { apps, settings };
 }
@@ -157,6 +166,40 @@ function checkDuplicateNames(apps: AppConfig[], problems: ConfigProblem[]) {
       });
     }
   }
+}
+
+/**
+ * Reports targets that point back at a port of this proxy on a loopback
+ * address it serves: every connection would connect to the proxy again,
+ * until descriptors run out.
+ */
+function checkLoops(
+  apps: AppConfig[],
+  settings: Settings,
+  problems: ConfigProblem[],
+) {
+  const listen = settings.listenAddress;
+  const servesLoopback = settings.mode === "bpf" ||
+    listen === "::" || listen === "0.0.0.0" || isLoopback(listen);
+  if (!servesLoopback) return;
+  for (const [appIndex, app] of apps.entries()) {
+    for (const [i, target] of app.targets.entries()) {
+      if (!isLoopback(target.hostname)) continue;
+      const owner = apps.find((other) =>
+        other.ports.some((r) => target.port >= r.first && target.port <= r.last)
+      );
+      if (owner === undefined) continue;
+      problems.push({
+        path: `Apps[${appIndex}].Targets[${i}]`,
+        message:
+          `"${target.label}" is port ${target.port} of this proxy (app "${owner.name}"): connections would loop back into the proxy; point it at the server instead`,
+      });
+    }
+  }
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\./.test(host);
 }
 
 /** Reports a target listed twice in one app, which would double its share. */
@@ -271,14 +314,32 @@ function editDistance(a: string, b: string): number {
   return d[a.length]![b.length]!;
 }
 
+/** Plain words for the parser's error codes; others keep the code's name. */
+const SYNTAX_MESSAGES: Record<string, string> = {
+  InvalidSymbol: "unexpected character",
+  InvalidNumberFormat: "invalid number",
+  PropertyNameExpected: "a property name in double quotes is expected",
+  ValueExpected: "a value is expected",
+  ColonExpected: 'a ":" is expected',
+  CommaExpected: 'a "," is expected',
+  CloseBraceExpected: 'a "}" is expected',
+  CloseBracketExpected: 'a "]" is expected',
+  EndOfFileExpected: "nothing may follow the root value",
+  UnexpectedEndOfComment: "a comment is not closed",
+  UnexpectedEndOfString: "a string is not closed",
+  InvalidEscapeCharacter: "invalid escape in a string",
+  InvalidCharacter: "invalid character in a string",
+};
+
 function syntaxProblem(text: string, error: ParseError): ConfigProblem {
   const before = text.slice(0, error.offset);
   const line = before.split("\n").length;
   const column = error.offset - before.lastIndexOf("\n");
+  const code = printParseErrorCode(error.error);
   return {
     path: "",
-    message: `line ${line}, column ${column}: ${
-      printParseErrorCode(error.error)
+    message: `invalid JSON at line ${line}, column ${column}: ${
+      SYNTAX_MESSAGES[code] ?? code
     }`,
   };
 }

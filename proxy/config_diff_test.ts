@@ -11,7 +11,7 @@ interface AppFields {
 const WEB: AppFields = {
   Name: "web",
   Ports: [8080, "9000-9009"],
-  Targets: ["127.0.0.1:9001", "[::1]:9002"],
+  Targets: ["127.0.0.1:19001", "[::1]:19002"],
 };
 const API: AppFields = {
   Name: "api",
@@ -63,7 +63,7 @@ Deno.test("describeChanges() describes an added app", () => {
 
 Deno.test("describeChanges() lists every port and target of a new app", () => {
   assert.deepEqual(describeChanges(config([API]), config([API, WEB])), [
-    'app "web" added: ports 8080, 9000-9009, targets 127.0.0.1:9001, [::1]:9002',
+    'app "web" added: ports 8080, 9000-9009, targets 127.0.0.1:19001, [::1]:19002',
   ]);
 });
 
@@ -94,12 +94,12 @@ Deno.test("describeChanges() describes added and removed ports", () => {
 Deno.test("describeChanges() describes added and removed targets", () => {
   const after = {
     ...WEB,
-    Targets: ["[::1]:9002", "127.0.0.1:9003", "127.0.0.1:9004"],
+    Targets: ["[::1]:19002", "127.0.0.1:19003", "127.0.0.1:19004"],
   };
 
   assert.deepEqual(describeChanges(config([WEB]), config([after])), [
-    'app "web": targets added 127.0.0.1:9003, 127.0.0.1:9004',
-    'app "web": targets removed 127.0.0.1:9001',
+    'app "web": targets added 127.0.0.1:19003, 127.0.0.1:19004',
+    'app "web": targets removed 127.0.0.1:19001',
   ]);
 });
 

@@ -23,6 +23,9 @@ export function parseTarget(value: unknown): TargetAddress | string {
   if (typeof value !== "string") {
     return `${JSON.stringify(value)} is not a target: use a "host:port" string`;
   }
+  if (value.includes("://")) {
+    return `"${value}" is not a target: write "host:port" without a scheme, such as "app.internal:8080"`;
+  }
   const colon = value.lastIndexOf(":");
   if (colon < 0) {
     return `"${value}" is not a target: the port is missing, use "host:port"`;
