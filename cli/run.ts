@@ -1,7 +1,7 @@
 import { getLogger } from "@logtape/logtape";
-import { type Config, readConfig } from "../proxy/config.ts";
+import { type Config, parseConfig } from "../proxy/config.ts";
 import { ConfigError, formatProblem } from "../proxy/config_error.ts";
-import { watchConfig } from "../proxy/config_watch.ts";
+import { type ReloadTrigger, watchConfig } from "../proxy/config_watch.ts";
 import type { Frontend } from "../proxy/frontend.ts";
 import { PortListeners } from "../proxy/port_listeners.ts";
 import { formatRange } from "../proxy/ports.ts";
@@ -22,9 +22,10 @@ export interface RunOptions {
  * file changes or on SIGHUP. Returns the exit code.
  */
 export async function runProxy(options: RunOptions): Promise<number> {
+  const source = new ConfigSource(options);
   let config: Config;
   try {
-    config = withMode(await readConfig(options.configPath), options.mode);
+    config = await source.read();
   } catch (error) {
     logConfigError(options.configPath, error, "Cannot start");
     return 2;
@@ -35,10 +36,10 @@ export async function runProxy(options: RunOptions): Promise<number> {
   // action, which ends the process, never applies). They wait for the start.
   const started = Promise.withResolvers<Proxy | undefined>();
   let reloading = started.promise.then(() => {});
-  const reload = () => {
+  const reload = (trigger: ReloadTrigger) => {
     reloading = reloading.then(async () => {
       const proxy = await started.promise;
-      if (proxy !== undefined) await reloadConfig(proxy, options);
+      if (proxy !== undefined) await reloadConfig(proxy, source, trigger);
     });
   };
   const stopWatching = watchConfig(options.configPath, reload);
@@ -71,6 +72,10 @@ export async function runProxy(options: RunOptions): Promise<number> {
 
   await stopRequested;
   stopWatching();
+  // SIGHUP ends the process by default, so it stays handled while draining.
+  Deno.addSignalListener("SIGHUP", () => {
+    log.warning("Reload ignored: the proxy is stopping");
+  });
   await reloading;
   log.info(
     "Stopping: no new connections, draining {count} open connections for up to {drainMs} ms",
@@ -87,25 +92,57 @@ export async function runProxy(options: RunOptions): Promise<number> {
   return 0;
 }
 
-async function reloadConfig(proxy: Proxy, options: RunOptions): Promise<void> {
-  let config: Config;
+/** The config file, with the text last read, to skip events that change nothing. */
+class ConfigSource {
+  readonly path: string;
+  readonly #mode: FrontendMode | undefined;
+  #lastText: string | undefined;
+
+  constructor(options: RunOptions) {
+    this.path = options.configPath;
+    this.#mode = options.mode;
+  }
+
+  /**
+   * Reads and validates the file. Returns `undefined` when `onlyIfChanged`
+   * is set and the text is the same as last time.
+   *
+   * @throws {ConfigError} listing every problem in the file
+   */
+  async read(): Promise<Config>;
+  async read(onlyIfChanged: boolean): Promise<Config | undefined>;
+  async read(onlyIfChanged = false): Promise<Config | undefined> {
+    const text = await Deno.readTextFile(this.path);
+    if (onlyIfChanged && text === this.#lastText) return undefined;
+    this.#lastText = text;
+    return withMode(parseConfig(text, this.path), this.#mode);
+  }
+}
+
+async function reloadConfig(
+  proxy: Proxy,
+  source: ConfigSource,
+  trigger: ReloadTrigger,
+): Promise<void> {
+  let config: Config | undefined;
   try {
-    config = withMode(await readConfig(options.configPath), options.mode);
+    config = await source.read(trigger === "file");
   } catch (error) {
     logConfigError(
-      options.configPath,
+      source.path,
       error,
       "Reload rejected, the running config stays in force",
     );
     return;
   }
+  if (config === undefined) return;
   try {
     const changes = await proxy.reload(config);
     if (changes.length === 0) {
-      log.info("Reloaded {path}: no changes", { path: options.configPath });
+      log.info("Reloaded {path}: no changes", { path: source.path });
     } else {
       log.info("Reloaded {path}: {changes}", {
-        path: options.configPath,
+        path: source.path,
         changes: changes.join("; "),
       });
     }
@@ -139,10 +176,10 @@ function withMode(config: Config, mode: FrontendMode | undefined): Config {
 
 function logConfigError(path: string, error: unknown, action: string) {
   if (error instanceof ConfigError) {
-    log.error(`${action}: {path} has {count} problem(s):\n  {problems}`, {
+    log.error(`${action}: {path} has {count} problem(s): {problems}`, {
       path,
       count: error.problems.length,
-      problems: error.problems.map(formatProblem).join("\n  "),
+      problems: error.problems.map(formatProblem).join("; "),
     });
   } else {
     log.error(`${action}: cannot read {path}: {error}`, {

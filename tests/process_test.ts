@@ -102,6 +102,7 @@ Deno.test("anyport survives running out of descriptors", async () => {
   for (let i = 0; i < 150; i++) held.push(await connect(port!));
   await proxy.waitForLog(/Accept failed on port \d+/);
   for (const conn of held) closeQuietly(conn);
+  assert.doesNotMatch(proxy.stderr, /marked down/, "target blamed for EMFILE");
   await waitFor(
     async () => (await roundTrip(port!, "alive").catch(() => "")) === "alive",
     5_000,
@@ -180,6 +181,58 @@ Deno.test("anyport ends the drain early on a second SIGTERM", async () => {
   assert.equal(code, 0);
   assert.match(proxy.stderr, /Stopped; 1 connections were closed/);
   closeQuietly(session);
+});
+
+Deno.test("anyport ignores SIGHUP while it drains", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    DrainTimeoutMs: 5_000,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  await using proxy = new ProxyProcess(path);
+  await proxy.waitForLog(/Started/);
+  const session = await connect(port!);
+  await writeAll(session, new TextEncoder().encode("x"));
+  await session.read(new Uint8Array(1));
+  proxy.child.kill("SIGTERM");
+  await proxy.waitForLog(/Stopping/);
+  proxy.child.kill("SIGHUP");
+  await proxy.waitForLog(/Reload ignored/);
+  await writeAll(session, new TextEncoder().encode("y"));
+  assert.equal(await session.read(new Uint8Array(1)), 1);
+  closeQuietly(session);
+  const { code } = await proxy.child.status;
+  assert.equal(code, 0);
+});
+
+Deno.test("anyport reloads when a symlinked config is swapped", async () => {
+  // The layout Kubernetes uses for a mounted ConfigMap.
+  await using echo = echoServer();
+  const [kept, added] = freePorts(2);
+  const dir = await Deno.makeTempDir({ prefix: "anyport-configmap-" });
+  const version = async (name: string, ports: number[]) => {
+    await Deno.mkdir(`${dir}/${name}`);
+    await Deno.writeTextFile(
+      `${dir}/${name}/config.json`,
+      JSON.stringify({
+        ...FAST_SETTINGS,
+        Apps: [{ Name: "a", Ports: ports, Targets: [echo.target] }],
+      }),
+    );
+  };
+  await version("..v1", [kept!]);
+  await Deno.symlink("..v1", `${dir}/..data`);
+  await Deno.symlink("..data/config.json", `${dir}/config.json`);
+  await using proxy = new ProxyProcess(`${dir}/config.json`);
+  await proxy.waitForLog(/Started/);
+
+  await version("..v2", [kept!, added!]);
+  await Deno.symlink("..v2", `${dir}/..data_tmp`);
+  await Deno.rename(`${dir}/..data_tmp`, `${dir}/..data`);
+  await waitFor(() => accepts(added!), 5_000, "added port to accept");
+  assert.equal(await roundTrip(added!, "v2"), "v2");
 });
 
 Deno.test("anyport reloads a changed config file and keeps sessions", async () => {
