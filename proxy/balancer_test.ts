@@ -15,7 +15,12 @@ const PICKS = 3_000;
 function makeTargets(count: number): TargetState[] {
   return Array.from({ length: count }, (_, i) => {
     const hostname = `10.0.0.${i + 1}`;
-    return new TargetState({ hostname, port: 9000, label: `${hostname}:9000` });
+    return new TargetState({
+      hostname,
+      port: 9000,
+      literal: true,
+      label: `${hostname}:9000`,
+    });
   });
 }
 

@@ -67,8 +67,8 @@ Deno.test("parseConfig() loads the original format unchanged", () => {
     { first: 6200, last: 6200 },
   ]);
   assert.deepEqual(app.targets, [
-    { hostname: "host", port: 6001, label: "host:6001" },
-    { hostname: "host", port: 6002, label: "host:6002" },
+    { hostname: "host", port: 6001, literal: false, label: "host:6001" },
+    { hostname: "host", port: 6002, literal: false, label: "host:6002" },
   ]);
   assert.deepEqual(config.settings, DEFAULT_SETTINGS);
 });
@@ -472,7 +472,7 @@ Deno.test("parseConfig() accepts IPv6 targets in brackets", () => {
   const config = parseConfig(withApp({ Targets: ["[::1]:9001"] }));
 
   assert.deepEqual(config.apps[0]!.targets, [
-    { hostname: "::1", port: 9001, label: "[::1]:9001" },
+    { hostname: "::1", port: 9001, literal: true, label: "[::1]:9001" },
   ]);
 });
 

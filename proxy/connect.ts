@@ -24,14 +24,14 @@ export interface TargetConn {
  * Failed targets go into back-off; a target that answers again is logged
  * as back up.
  *
- * @param client client address, for the logs
+ * @param client returns the client address, for the logs
  * @returns the connection, or `undefined` when no target could be reached
  */
 export async function connectToApp(
   app: App,
   settings: Settings,
   resolver: Resolver,
-  client: string,
+  client: () => string,
 ): Promise<TargetConn | undefined> {
   const candidates = app.balancer.order(app.targets, Date.now());
   let attempts = 0;
@@ -82,7 +82,7 @@ function logResourceError(
   app: App,
   target: TargetState,
   error: DialError,
-  client: string,
+  client: () => string,
 ) {
   const suppressed = limiter.allow("resources", Date.now());
   if (suppressed < 0) return;
@@ -95,7 +95,7 @@ function logResourceError(
       app: app.name,
       target: target.address.label,
       reason: error.reason,
-      client,
+      client: client(),
       suppressed,
     },
   );
@@ -105,7 +105,7 @@ function logFailure(
   app: App,
   target: TargetState,
   error: DialError,
-  client: string,
+  client: () => string,
   failover: boolean,
 ) {
   const suppressed = limiter.allow(
@@ -120,7 +120,7 @@ function logFailure(
     app: app.name,
     target: target.address.label,
     reason: error.reason,
-    client,
+    client: client(),
     suppressed,
   });
 }

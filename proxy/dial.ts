@@ -45,7 +45,9 @@ async function dialAddresses(
 ): Promise<Deno.TcpConn> {
   let addresses: string[];
   try {
-    addresses = await abortable(resolver.resolve(target.hostname), signal);
+    addresses = target.literal
+      ? [target.hostname]
+      : await abortable(resolver.resolve(target.hostname), signal);
   } catch (error) {
     throw new DialError(
       target,

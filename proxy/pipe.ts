@@ -62,6 +62,8 @@ export class Pipe {
   readonly done: Promise<PipeResult>;
   #end: PipeResult["end"] | undefined;
   #closed = false;
+  /** Directions that reached the end of their source. */
+  #ended = 0;
 
   constructor(client: Deno.TcpConn, target: Deno.TcpConn) {
     this.client = client;
@@ -142,6 +144,10 @@ export class Pipe {
       if (buffer !== small) releaseLarge(buffer);
     }
     if (this.#closed) return;
+    // When the other direction has ended already, close() follows at once
+    // and sends the FIN itself, so a separate shutdown would be a wasted
+    // system call on every connection.
+    if (++this.#ended === 2) return;
     try {
       await dst.closeWrite();
     } catch (error) {

@@ -178,7 +178,7 @@ export class Proxy {
       app,
       settings,
       this.#resolver,
-      session.clientLabel,
+      () => session.clientLabel,
     );
     if (connected === undefined || session.aborted) {
       connected?.conn.close();
@@ -240,6 +240,7 @@ export class Proxy {
     end: string,
     pipe?: Pipe,
   ) {
+    if (!accessLog.isEnabledFor("info")) return;
     accessLog.info(
       "{client} -> {app}:{port} via {target}: {end}, {sent} B sent, {received} B received, {durationMs} ms",
       {

@@ -10,7 +10,12 @@ function makeApp(name: string, ports: PortRange[]): App {
   const config: AppConfig = {
     name,
     ports,
-    targets: [{ hostname: "127.0.0.1", port: 9000, label: "127.0.0.1:9000" }],
+    targets: [{
+      hostname: "127.0.0.1",
+      port: 9000,
+      literal: true,
+      label: "127.0.0.1:9000",
+    }],
   };
   return new App(config, DEFAULT_SETTINGS);
 }

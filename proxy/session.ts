@@ -7,7 +7,6 @@ export class Session {
   readonly client: Deno.TcpConn;
   readonly port: number;
   readonly app: App;
-  readonly clientLabel: string;
   readonly started = Date.now();
   /** Set once a target answered and bytes flow. */
   pipe: Pipe | undefined;
@@ -15,13 +14,19 @@ export class Session {
   /** Settles when the session has closed both connections. */
   readonly done: Promise<void>;
   #resolve!: () => void;
+  #clientLabel: string | undefined;
 
   constructor(client: Deno.TcpConn, port: number, app: App) {
     this.client = client;
     this.port = port;
     this.app = app;
-    this.clientLabel = formatAddr(client.remoteAddr);
     this.done = new Promise((resolve) => this.#resolve = resolve);
+  }
+
+  /** Client address as `host:port`, for logs; formatted on first use. */
+  get clientLabel(): string {
+    this.#clientLabel ??= formatAddr(this.client.remoteAddr);
+    return this.#clientLabel;
   }
 
   /** Closes the session now: both connections, or the client while connecting. */

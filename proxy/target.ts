@@ -5,6 +5,8 @@ export interface TargetAddress {
   /** Host name or literal address, without brackets. */
   hostname: string;
   port: number;
+  /** Whether `hostname` is a literal IP address, which needs no lookup. */
+  literal: boolean;
   /** The text as written in the config, used in logs. */
   label: string;
 }
@@ -51,5 +53,10 @@ export function parseTarget(value: unknown): TargetAddress | string {
   if (port < 1 || port > 65535) {
     return `"${value}" is not a target: port ${port} is out of range (1-65535)`;
   }
-  return { hostname: host, port, label: value };
+  return {
+    hostname: host,
+    port,
+    literal: parseAddress(host) !== undefined,
+    label: value,
+  };
 }

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { TargetState } from "./target_state.ts";
 
-const ADDRESS = { hostname: "10.0.0.1", port: 9001, label: "10.0.0.1:9001" };
+const ADDRESS = {
+  hostname: "10.0.0.1",
+  port: 9001,
+  literal: true,
+  label: "10.0.0.1:9001",
+};
 const BACKOFF_MS = 1_000;
 const MAX_BACKOFF_MS = 30_000;
 

@@ -25,7 +25,13 @@ Deno.test("parseTarget() reads host names and IPv4 addresses", async (t) => {
   ];
   for (const [text, hostname, port] of rows) {
     await t.step(text, () => {
-      assert.deepEqual(parseValid(text), { hostname, port, label: text });
+      const literal = /^[\d.]+$/.test(hostname);
+      assert.deepEqual(parseValid(text), {
+        hostname,
+        port,
+        literal,
+        label: text,
+      });
     });
   }
 });
@@ -39,7 +45,12 @@ Deno.test("parseTarget() reads IPv6 addresses in brackets", async (t) => {
   ];
   for (const [text, hostname, port] of rows) {
     await t.step(text, () => {
-      assert.deepEqual(parseValid(text), { hostname, port, label: text });
+      assert.deepEqual(parseValid(text), {
+        hostname,
+        port,
+        literal: true,
+        label: text,
+      });
     });
   }
 });
