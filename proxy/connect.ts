@@ -20,8 +20,8 @@ export interface TargetConn {
 
 /**
  * Connects to one of the app's targets, in the balancer's order, trying the
- * next target after each failure until one answers or all were tried.
- * Failed targets go into back-off; a target that answers again is logged
+ * next target after each failure until one accepts or all were tried.
+ * Failed targets go into back-off; a target that accepts again is logged
  * as back up.
  *
  * @param client returns the client address, for the logs

@@ -18,7 +18,7 @@ export class DialError extends Error {
 /**
  * Connects to a target, looking up its host name through `resolver` first.
  * The whole attempt, lookup included, is cut off after `timeoutMs`, so a
- * blackholed target or a slow resolver holds the client no longer than that.
+ * blackholed target or a slow resolver keeps the client waiting no longer than that.
  * When the name has several addresses, each is tried in turn.
  *
  * @throws {DialError} naming the target and the reason

@@ -21,11 +21,11 @@ export interface PipeResult {
   /** Bytes copied from target to client. */
   received: number;
   /**
-   * How the pipe ended: `"closed"` after both sides finished cleanly,
-   * `"client reset"`/`"target reset"` when one side sent a reset and the
-   * other was reset in turn, `"client error"`/`"target error"` for other
-   * socket errors (also passed on as a reset), `"idle"` when the idle
-   * timeout closed it, `"aborted"` when the drain ended.
+   * How the pipe ended. `"closed"`: both sides finished cleanly.
+   * `"client reset"`/`"target reset"`: one side sent a reset, and the other
+   * was reset in turn. `"client error"`/`"target error"`: another socket
+   * error, also passed on as a reset. `"idle"`: the idle timeout closed it.
+   * `"aborted"`: the drain ended.
    */
   end:
     | "closed"
@@ -45,9 +45,9 @@ type Side = "client" | "target";
  * Each direction reads into its own buffer and writes it out in full before
  * reading again, so a slow reader holds back its writer (backpressure) and
  * a connection never buffers more than one buffer per direction. A read that
- * fills the small buffer moves the direction to a large pooled buffer, and a
- * read that uses less than a quarter of it moves it back, so streaming gets
- * large reads while idle connections hold only small buffers. When one
+ * fills the small buffer moves the direction to a large pooled buffer. A read
+ * that uses less than a quarter of that moves it back. So streaming gets
+ * large reads, while idle connections keep only small buffers. When one
  * side finishes sending, the other side's write half is closed, and the
  * opposite direction goes on. When one side resets, the other is reset too.
  * Both connections are closed once `done` settles, on every path.

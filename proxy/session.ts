@@ -8,7 +8,7 @@ export class Session {
   readonly port: number;
   readonly app: App;
   readonly started = Date.now();
-  /** Set once a target answered and bytes flow. */
+  /** Set once a target accepted the connection and bytes flow. */
   pipe: Pipe | undefined;
   aborted = false;
   /** Settles when the session has closed both connections. */
