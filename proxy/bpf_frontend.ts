@@ -36,6 +36,12 @@ const BIND_HOSTNAME = "::ffff:127.0.0.1";
 const DRAIN_IDLE_MS = 200;
 /** Upper bound on that wait, in case connections keep arriving. */
 const DRAIN_MAX_MS = 2000;
+/**
+ * Interval of the check that this process still owns steering, in ms. It
+ * bounds how long steered ports stay refused after a newer process stops
+ * while this one still runs.
+ */
+const OWNERSHIP_CHECK_MS = 250;
 
 const logger = getLogger(["anyport", "bpf"]);
 
@@ -81,6 +87,10 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   #lastAccept = 0;
   #loop: Promise<void> | undefined;
   #closed = false;
+  /** Whether another process's socket is in the sockmap. */
+  #replaced = false;
+  #detachedLogged = false;
+  #ownershipTimer: ReturnType<typeof setInterval> | undefined;
 
   private constructor(
     state: PinnedState,
@@ -183,6 +193,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#ownershipTimer);
     // NOTE: a takeover between this check and the close below can reset
     // connections that the kernel steered here just before.
     const cookie = this.#state.maps.socketCookie();
@@ -206,6 +217,15 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
 
   #applyPorts(requested: Set<number>): void {
     this.#checkOpen("apply ports");
+    if (this.#socketInserted && this.#isReplaced()) {
+      // The ports map belongs to the newer process now; writing this
+      // process's ports would steer them to a proxy without those apps.
+      logger.warn(
+        "Steering not changed: a newer anyport process owns it; this process only drains",
+      );
+      this.#ports = requested;
+      return;
+    }
     const added = [...requested].filter((port) => !this.#ports.has(port));
     const removed = [...this.#ports].filter((port) => !requested.has(port));
 
@@ -216,6 +236,11 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       logger.info("Steering to proxy socket {address}", {
         address: formatHostPort(this.addr.hostname, this.addr.port),
       });
+      this.#ownershipTimer = setInterval(
+        () => this.#checkOwnership(),
+        OWNERSHIP_CHECK_MS,
+      );
+      Deno.unrefTimer(this.#ownershipTimer as unknown as number);
     }
     this.#state.maps.removePorts(removed);
     this.#ports = requested;
@@ -225,6 +250,55 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       added: added.length,
       removed: removed.length,
     });
+  }
+
+  #isReplaced(): boolean {
+    const cookie = this.#state.maps.socketCookie();
+    return cookie !== undefined && cookie !== this.#cookie;
+  }
+
+  /**
+   * Notices when steering changed hands. A newer process that took the
+   * sockmap over makes this one a drainer. An empty sockmap while this
+   * process runs means the newer process stopped or died (a rollback), so
+   * this one takes steering back, with its own ports, instead of leaving
+   * every steered port refused. A detached link is logged once.
+   */
+  #checkOwnership(): void {
+    if (this.#closed) return;
+    try {
+      if (this.#state.linkInfo().netnsInode === 0) {
+        if (!this.#detachedLogged) {
+          logger.error(
+            "BPF steering was detached (by anyport bpf detach?): steered ports are refused until anyport restarts",
+          );
+          this.#detachedLogged = true;
+        }
+        return;
+      }
+      const cookie = this.#state.maps.socketCookie();
+      if (cookie === undefined) {
+        const present = this.#state.maps.readPorts();
+        this.#state.maps.addPorts(
+          [...this.#ports].filter((p) => !present.has(p)),
+        );
+        this.#state.maps.setSocket(this.#fd);
+        this.#state.maps.removePorts(
+          [...present].filter((p) => !this.#ports.has(p)),
+        );
+        this.#replaced = false;
+        logger.warn(
+          "Took steering back: the newer anyport process that owned it is gone",
+        );
+      } else if (cookie !== this.#cookie && !this.#replaced) {
+        this.#replaced = true;
+        logger.info(
+          "A newer anyport process took steering over: this one gets no new connections; stop it to finish draining",
+        );
+      }
+    } catch (error) {
+      logger.warn("Cannot check BPF steering ownership: {error}", { error });
+    }
   }
 
   #dispatch(conn: Deno.TcpConn): void {

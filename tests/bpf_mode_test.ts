@@ -151,3 +151,42 @@ Deno.test({
     await detachAll();
   },
 });
+
+Deno.test({
+  ...BPF,
+  name: "anyport in BPF mode takes steering back when the newer process stops",
+  async fn() {
+    requireTestNamespace();
+    await using a = nameServer("a");
+    await using b = nameServer("b");
+    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    await using older = startBpfProxy(path);
+    await older.waitForLog(/Started in bpf mode/);
+    {
+      await using newer = startBpfProxy(path);
+      await newer.waitForLog(/Started in bpf mode/);
+      await older.waitForLog(/newer anyport process took steering over/);
+      assert.equal(await newer.stop("SIGTERM"), 0);
+    }
+    await older.waitForLog(/Took steering back/, 2_000);
+    assert.equal(await roundTrip(A_PORTS.first + 7, ""), "a");
+    assert.equal(await older.stop("SIGTERM"), 0);
+    await detachAll();
+  },
+});
+
+Deno.test({
+  ...BPF,
+  name: "anyport in BPF mode logs a detach from outside",
+  async fn() {
+    requireTestNamespace();
+    await using a = nameServer("a");
+    await using b = nameServer("b");
+    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    await using proxy = startBpfProxy(path);
+    await proxy.waitForLog(/Started in bpf mode/);
+    await detachAll();
+    await proxy.waitForLog(/BPF steering was detached/, 2_000);
+    assert.equal(await proxy.stop("SIGTERM"), 0);
+  },
+});
