@@ -3,6 +3,7 @@ import { ConfigError, type ConfigProblem } from "./config_error.ts";
 import type { PortRange } from "./frontend.ts";
 import { formatRange, parsePortSpec } from "./ports.ts";
 import { readSettings, SETTING_KEYS, type Settings } from "./settings.ts";
+import { parseAddress } from "./prefix.ts";
 import { parseTarget, type TargetAddress } from "./target.ts";
 
 /** One customer app: the ports it owns and the targets that serve it. */
@@ -198,8 +199,25 @@ function checkLoops(
   }
 }
 
+/**
+ * Returns whether connecting to `host` reaches this machine's loopback:
+ * `localhost`, 127.0.0.0/8 (also v4-mapped, `::ffff:127.0.0.1`), `::1`, and
+ * the unspecified addresses `0.0.0.0` and `::`, which Linux connects to the
+ * local host.
+ */
 function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\./.test(host);
+  if (host === "localhost") return true;
+  const bytes = parseAddress(host);
+  if (bytes === undefined) return false;
+  const v4 = bytes.length === 4
+    ? bytes
+    : bytes.slice(0, 10).every((b) => b === 0) && bytes[10] === 0xff &&
+        bytes[11] === 0xff
+    ? bytes.slice(12)
+    : undefined;
+  if (v4 !== undefined) return v4[0] === 127 || v4.every((b) => b === 0);
+  return bytes.slice(0, 15).every((b) => b === 0) &&
+    (bytes[15] === 1 || bytes[15] === 0);
 }
 
 /** Reports a target listed twice in one app, which would double its share. */

@@ -165,6 +165,26 @@ Deno.test("parseConfig() rejects a target that loops back into the proxy", () =>
   assert.match(problems[0]!.message, /loop back into the proxy/);
 });
 
+Deno.test("parseConfig() rejects every spelling of a looping target", async (t) => {
+  const targets = [
+    "127.0.0.5:8900",
+    "localhost:8900",
+    "[::1]:8900",
+    "[::ffff:127.0.0.1]:8900",
+    "0.0.0.0:8900",
+    "[::]:8900",
+  ];
+  for (const target of targets) {
+    await t.step(target, () => {
+      const problems = problemsOf(JSON.stringify({
+        Apps: [{ Name: "web", Ports: ["8800-8999"], Targets: [target] }],
+      }));
+      assert.equal(problems.length, 1);
+      assert.match(problems[0]!.message, /loop back into the proxy/);
+    });
+  }
+});
+
 Deno.test("parseConfig() accepts a loopback target when listening elsewhere", () => {
   const config = parseConfig(JSON.stringify({
     ListenAddress: "192.0.2.10",
