@@ -63,7 +63,7 @@ export function checkCapabilities(capabilities: bigint): void {
   if (!has(CAP_NET_ADMIN) && !has(CAP_SYS_ADMIN)) missing.push("CAP_NET_ADMIN");
   if (missing.length === 0) return;
   throw new Error(
-    `Cannot load the BPF steering program: the process lacks ${
+    `Cannot use BPF steering: the process lacks ${
       missing.join(" and ")
     }; run as root or grant CAP_BPF and CAP_NET_ADMIN`,
   );

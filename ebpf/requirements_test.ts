@@ -19,7 +19,7 @@ Deno.test("checkCapabilities() names each missing capability", () => {
     ] as const
   ) {
     assert.throws(() => checkCapabilities(capabilities), {
-      message: `Cannot load the BPF steering program: the process lacks ` +
+      message: `Cannot use BPF steering: the process lacks ` +
         `${missing}; run as root or grant CAP_BPF and CAP_NET_ADMIN`,
     });
   }
