@@ -15,7 +15,7 @@ export class App {
    */
   constructor(config: AppConfig, settings: Settings, previous?: App) {
     this.config = config;
-    this.balancer = new Balancer(settings.balance);
+    this.balancer = new Balancer(config.balance ?? settings.balance);
     const old = new Map(previous?.targets.map((t) => [t.address.label, t]));
     this.targets = config.targets.map((address) =>
       old.get(address.label) ?? new TargetState(address)

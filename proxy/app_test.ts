@@ -42,6 +42,17 @@ Deno.test("App uses the balance policy of the settings", () => {
   assert.equal(app.balancer.policy, "random");
 });
 
+Deno.test("App prefers its own balance policy", () => {
+  const settings: Settings = { ...DEFAULT_SETTINGS, balance: "random" };
+
+  const app = new App(
+    { ...webConfig("h1:1"), balance: "round-robin" },
+    settings,
+  );
+
+  assert.equal(app.balancer.policy, "round-robin");
+});
+
 Deno.test("App reload keeps state of unchanged targets", () => {
   const before = new App(webConfig("h1:1", "h2:2"), DEFAULT_SETTINGS);
   const [h1, h2] = before.targets;

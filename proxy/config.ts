@@ -2,7 +2,14 @@ import { parse, type ParseError, printParseErrorCode } from "jsonc-parser";
 import { ConfigError, type ConfigProblem } from "./config_error.ts";
 import type { PortRange } from "./frontend.ts";
 import { formatRange, parsePortSpec } from "./ports.ts";
-import { readSettings, SETTING_KEYS, type Settings } from "./settings.ts";
+import {
+  BALANCE_POLICIES,
+  type BalancePolicy,
+  readChoice,
+  readSettings,
+  SETTING_KEYS,
+  type Settings,
+} from "./settings.ts";
 import { parseAddress } from "./prefix.ts";
 import { parseTarget, type TargetAddress } from "./target.ts";
 
@@ -12,6 +19,8 @@ export interface AppConfig {
   /** Ports as written, one range per entry of `Ports`. */
   ports: PortRange[];
   targets: TargetAddress[];
+  /** The app's own balancing policy, in place of the top-level `Balance`. */
+  balance?: BalancePolicy;
 }
 
 /** Validated config file. */
@@ -20,7 +29,7 @@ export interface Config {
   settings: Settings;
 }
 
-const APP_KEYS = ["Name", "Ports", "Targets"];
+const APP_KEYS = ["Name", "Ports", "Targets", "Balance"];
 
 /**
  * Reads and validates a config file.
@@ -120,6 +129,14 @@ function readApp(
     `${path}.Targets`,
     problems,
     parseTarget,
+  );
+  readChoice(
+    value,
+    "Balance",
+    BALANCE_POLICIES,
+    problems,
+    (policy) => app.balance = policy,
+    `${path}.Balance`,
   );
   return app;
 }

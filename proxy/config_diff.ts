@@ -34,6 +34,13 @@ export function describeChanges(before: Config, after: Config): string[] {
 
 function describeAppChanges(before: AppConfig, after: AppConfig): string[] {
   const changes: string[] = [];
+  if (before.balance !== after.balance) {
+    changes.push(
+      `app "${after.name}": Balance ${before.balance ?? "(default)"} -> ${
+        after.balance ?? "(default)"
+      }`,
+    );
+  }
   const ports = diffPorts(before.ports, after.ports);
   const targets = diff(
     before.targets.map((t) => t.label),

@@ -6,6 +6,7 @@ interface AppFields {
   Name: string;
   Ports: (number | string)[];
   Targets: string[];
+  Balance?: string;
 }
 
 const WEB: AppFields = {
@@ -110,6 +111,14 @@ Deno.test("describeChanges() describes a port moved between apps", () => {
   assert.deepEqual(describeChanges(before, after), [
     'app "web": ports added 7001',
     'app "api": ports removed 7001',
+  ]);
+});
+
+Deno.test("describeChanges() describes a per-app policy change", () => {
+  const after = config([{ ...WEB, Balance: "round-robin" }]);
+
+  assert.deepEqual(describeChanges(config([WEB]), after), [
+    'app "web": Balance (default) -> round-robin',
   ]);
 });
 

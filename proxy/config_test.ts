@@ -555,7 +555,29 @@ Deno.test("parseConfig() lists known keys when no key is close", () => {
   assertOneProblem(
     withApp({ Colour: "red" }),
     "Apps[0].Colour",
-    "unknown key: known keys are Name, Ports, Targets",
+    "unknown key: known keys are Name, Ports, Targets, Balance",
+  );
+});
+
+Deno.test("parseConfig() reads a balancing policy per app", () => {
+  const config = parseConfig(JSON.stringify({
+    Balance: "random",
+    Apps: [
+      { ...VALID_APP, Balance: "round-robin" },
+      { Name: "api", Ports: [8081], Targets: ["127.0.0.1:9001"] },
+    ],
+  }));
+
+  assert.equal(config.apps[0]!.balance, "round-robin");
+  assert.equal(config.apps[1]!.balance, undefined);
+  assert.equal(config.settings.balance, "random");
+});
+
+Deno.test("parseConfig() rejects an invalid per-app policy", () => {
+  assertOneProblem(
+    withApp({ Balance: "fastest" }),
+    "Apps[0].Balance",
+    /^"fastest" is not valid: use one of "least-connections", /,
   );
 });
 

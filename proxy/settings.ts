@@ -55,7 +55,8 @@ const DURATIONS = {
   IdleTimeoutMs: { field: "idleTimeoutMs", min: 0 },
 } as const;
 
-const POLICIES: readonly BalancePolicy[] = [
+/** Every value of `Balance`, in the order the error message lists them. */
+export const BALANCE_POLICIES: readonly BalancePolicy[] = [
   "least-connections",
   "round-robin",
   "random",
@@ -107,21 +108,32 @@ export function readSettings(
         `${settings.maxBackoffMs} is less than BackoffMs (${settings.backoffMs}): raise it or lower BackoffMs`,
     });
   }
-  readChoice(root, "Balance", POLICIES, problems, (v) => settings.balance = v);
+  readChoice(
+    root,
+    "Balance",
+    BALANCE_POLICIES,
+    problems,
+    (v) => settings.balance = v,
+  );
   readChoice(root, "Mode", MODES, problems, (v) => settings.mode = v);
   readListenAddress(root, problems, settings);
   readSteerPrefixes(root, problems, settings);
   return settings;
 }
 
-function readChoice<T extends string>(
-  root: Record<string, unknown>,
+/**
+ * Reads `object[key]` when present, one of `choices`; otherwise appends a
+ * problem at `path`, which defaults to the key itself.
+ */
+export function readChoice<T extends string>(
+  object: Record<string, unknown>,
   key: string,
   choices: readonly T[],
   problems: ConfigProblem[],
   assign: (value: T) => void,
+  path: string = key,
 ): void {
-  const value = root[key];
+  const value = object[key];
   if (value === undefined) return;
   if (
     typeof value === "string" && (choices as readonly string[]).includes(value)
@@ -130,7 +142,7 @@ function readChoice<T extends string>(
     return;
   }
   problems.push({
-    path: key,
+    path,
     message: `${JSON.stringify(value)} is not valid: use one of ${
       choices.map((c) => `"${c}"`).join(", ")
     }`,
