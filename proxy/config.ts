@@ -1,5 +1,6 @@
 import { parse, type ParseError, printParseErrorCode } from "jsonc-parser";
 import { ConfigError, type ConfigProblem } from "./config_error.ts";
+import { findDuplicateKeys } from "./duplicate_keys.ts";
 import type { PortRange } from "./frontend.ts";
 import { formatRange, parsePortSpec } from "./ports.ts";
 import {
@@ -67,7 +68,7 @@ export function parseConfig(text: string, source = "config"): Config {
       syntaxErrors.slice(0, 3).map((e) => syntaxProblem(text, e)),
     );
   }
-  const problems: ConfigProblem[] = [];
+  const problems: ConfigProblem[] = findDuplicateKeys(text);
   if (!isObject(root)) {
     throw new ConfigError(source, [{
       path: "",

@@ -559,6 +559,20 @@ Deno.test("parseConfig() lists known keys when no key is close", () => {
   );
 });
 
+Deno.test("parseConfig() rejects a key written twice", () => {
+  const problems = problemsOf(
+    '{"Apps": [{"Name": "a", "Name": "b", "Ports": [1], "Targets": ["h:1"]}],\n "Apps": []}',
+  );
+  const paths = problems.map((p) => p.path);
+
+  assert.ok(paths.includes("Apps[0].Name"), JSON.stringify(problems));
+  assert.ok(paths.includes("Apps"), JSON.stringify(problems));
+  assert.match(
+    problems.find((p) => p.path === "Apps")!.message,
+    /^is written twice in one object \(again at line 2, column 2\)/,
+  );
+});
+
 Deno.test("parseConfig() reads a balancing policy per app", () => {
   const config = parseConfig(JSON.stringify({
     Balance: "random",
