@@ -5,8 +5,8 @@ import { parseAddress } from "./prefix.ts";
 export const RESOLVE_TTL_MS = 10_000;
 
 interface Entry {
-  /** Addresses found, or the lookup error. */
-  result: string[] | Error;
+  /** Addresses found, or the lookup error; unset until the first lookup ends. */
+  result: string[] | Error | undefined;
   expires: number;
   /** Lookup in flight, shared by every caller that needs it. */
   pending: Promise<string[]> | undefined;
@@ -38,6 +38,8 @@ export class Resolver {
     if (parseAddress(hostname) !== undefined) return [hostname];
     const entry = this.#entries.get(hostname);
     if (entry === undefined) return await this.#lookup(hostname);
+    // The first lookup of a name is still running: wait for it too.
+    if (entry.result === undefined) return await this.#lookup(hostname);
     if (Date.now() >= entry.expires && entry.pending === undefined) {
       this.#lookup(hostname).catch(() => {});
     }
@@ -59,7 +61,7 @@ export class Resolver {
       (found) => found.map((a) => a.address),
     );
     const entry: Entry = existing ?? {
-      result: new Error("lookup in progress"),
+      result: undefined,
       expires: 0,
       pending: undefined,
     };

@@ -1,0 +1,34 @@
+import assert from "node:assert/strict";
+import { Resolver } from "./resolver.ts";
+
+Deno.test("Resolver returns literal addresses as they are", async () => {
+  const resolver = new Resolver();
+
+  assert.deepEqual(await resolver.resolve("127.0.0.1"), ["127.0.0.1"]);
+  assert.deepEqual(await resolver.resolve("::1"), ["::1"]);
+});
+
+Deno.test("Resolver makes callers of one name share the first lookup", async () => {
+  const resolver = new Resolver();
+
+  const results = await Promise.all(
+    Array.from({ length: 20 }, () => resolver.resolve("localhost")),
+  );
+
+  for (const addresses of results) {
+    assert.ok(addresses.length > 0, "no address for localhost");
+  }
+});
+
+Deno.test("Resolver rejects a name that does not resolve", async () => {
+  const resolver = new Resolver();
+
+  await assert.rejects(
+    () => resolver.resolve("no-such-host.invalid"),
+    /cannot resolve host name "no-such-host\.invalid"/,
+  );
+  await assert.rejects(
+    () => resolver.resolve("no-such-host.invalid"),
+    /cannot resolve host name "no-such-host\.invalid"/,
+  );
+});
