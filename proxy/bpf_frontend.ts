@@ -41,7 +41,7 @@ const DRAIN_MAX_MS = 2000;
  * bounds how long steered ports stay refused after a newer process stops
  * while this one still runs.
  */
-const OWNERSHIP_CHECK_MS = 250;
+const OWNERSHIP_CHECK_MS = 50;
 
 const logger = getLogger(["anyport", "bpf"]);
 
@@ -245,6 +245,11 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     this.#state.maps.removePorts(removed);
     this.#ports = requested;
 
+    if (this.#state.linkInfo().netnsInode === 0) {
+      logger.warn(
+        "Ports updated, but BPF steering is detached: nothing is steered until anyport restarts",
+      );
+    }
     logger.info("Steered ports: {count} ({added} added, {removed} removed)", {
       count: requested.size,
       added: added.length,
