@@ -6,6 +6,7 @@ import type { Frontend } from "../proxy/frontend.ts";
 import { PortListeners } from "../proxy/port_listeners.ts";
 import { formatRange } from "../proxy/ports.ts";
 import { Proxy } from "../proxy/proxy.ts";
+import { canUseFfi } from "../proxy/reset.ts";
 import type { FrontendMode } from "../proxy/settings.ts";
 
 const log = getLogger(["anyport"]);
@@ -59,6 +60,11 @@ export async function runProxy(options: RunOptions): Promise<number> {
     return 1;
   }
   started.resolve(proxy);
+  if (!canUseFfi()) {
+    log.warning(
+      "No --allow-ffi: a reset on one side reaches the other side as a normal close (FIN)",
+    );
+  }
   log.info("Started in {mode} mode: {apps} apps on {ports} ports", {
     mode: config.settings.mode,
     apps: config.apps.length,

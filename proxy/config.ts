@@ -65,7 +65,9 @@ export function parseConfig(text: string, source = "config"): Config {
     // Later errors are mostly echoes of the first, so at most three.
     throw new ConfigError(
       source,
-      syntaxErrors.slice(0, 3).map((e) => syntaxProblem(text, e)),
+      uniqueByOffset(syntaxErrors).slice(0, 3).map((e) =>
+        syntaxProblem(text, e)
+      ),
     );
   }
   const problems: ConfigProblem[] = findDuplicateKeys(text);
@@ -366,6 +368,12 @@ const SYNTAX_MESSAGES: Record<string, string> = {
   InvalidEscapeCharacter: "invalid escape in a string",
   InvalidCharacter: "invalid character in a string",
 };
+
+/** Keeps the first error at each position; a cut-off file repeats them. */
+function uniqueByOffset(errors: ParseError[]): ParseError[] {
+  const seen = new Set<number>();
+  return errors.filter((e) => !seen.has(e.offset) && seen.add(e.offset));
+}
 
 function syntaxProblem(text: string, error: ParseError): ConfigProblem {
   const before = text.slice(0, error.offset);
