@@ -19,11 +19,14 @@ const limiter = new LogRateLimiter();
  * memory (EMFILE, ENFILE, ENOMEM, ENOBUFS) adds a short pause, so the loop
  * does not spin while nothing can be accepted. Closing the listener ends the
  * loop quietly.
+ *
+ * @param socketLabel names the listener in logs, by default `port N`
  */
 export async function acceptLoop(
   listener: Deno.TcpListener,
   onConn: (conn: Deno.TcpConn) => void,
   log: Logger,
+  socketLabel?: string,
 ): Promise<void> {
   for (;;) {
     let conn: Deno.TcpConn;
@@ -35,8 +38,9 @@ export async function acceptLoop(
       const suppressed = limiter.allow(`accept:${address.port}`, Date.now());
       if (suppressed >= 0) {
         log.error(
-          withSuppressed("Accept failed on port {port}: {error}", suppressed),
+          withSuppressed("Accept failed on {socket}: {error}", suppressed),
           {
+            socket: socketLabel ?? `port ${address.port}`,
             port: address.port,
             error: (error as Error).message,
             suppressed,

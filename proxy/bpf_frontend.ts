@@ -124,6 +124,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
         listener,
         (conn) => frontend.#dispatch(conn),
         logger,
+        "the BPF proxy socket",
       );
       return frontend;
     } catch (error) {
