@@ -2,6 +2,7 @@ import { getLogger } from "@logtape/logtape";
 import { acceptLoop } from "./accept_loop.ts";
 import { formatHostPort, unmapIpv4 } from "./address.ts";
 import type { ConnHandler, Frontend, PortRange } from "./frontend.ts";
+import { expandRanges } from "./ports.ts";
 import {
   formatPrefix,
   parseAddress,
@@ -385,12 +386,4 @@ function listen(): Deno.TcpListener {
       { cause: error },
     );
   }
-}
-
-function expandRanges(ranges: readonly PortRange[]): Set<number> {
-  const ports = new Set<number>();
-  for (const range of ranges) {
-    for (let port = range.first; port <= range.last; port++) ports.add(port);
-  }
-  return ports;
 }

@@ -1,6 +1,6 @@
 import type { AppConfig, Config } from "./config.ts";
 import type { PortRange } from "./frontend.ts";
-import { formatRange, mergeRanges } from "./ports.ts";
+import { expandRanges, formatRange, mergeRanges } from "./ports.ts";
 import { formatPrefix } from "./prefix.ts";
 import type { Settings } from "./settings.ts";
 
@@ -95,8 +95,8 @@ function formatSetting(value: Settings[keyof Settings]): string {
 
 /** Compares port sets, however they are written, and returns ranges. */
 function diffPorts(before: PortRange[], after: PortRange[]) {
-  const old = portSet(before);
-  const next = portSet(after);
+  const old = expandRanges(before);
+  const next = expandRanges(after);
   const toRanges = (ports: number[]) =>
     mergeRanges(ports.map((port) => ({ first: port, last: port })))
       .map(formatRange);
@@ -104,14 +104,6 @@ function diffPorts(before: PortRange[], after: PortRange[]) {
     added: toRanges([...next].filter((port) => !old.has(port))),
     removed: toRanges([...old].filter((port) => !next.has(port))),
   };
-}
-
-function portSet(ranges: PortRange[]): Set<number> {
-  const ports = new Set<number>();
-  for (const { first, last } of ranges) {
-    for (let port = first; port <= last; port++) ports.add(port);
-  }
-  return ports;
 }
 
 function diff(before: string[], after: string[]) {

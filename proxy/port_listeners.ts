@@ -2,6 +2,7 @@ import { getLogger } from "@logtape/logtape";
 import type { ConnHandler, Frontend, PortRange } from "./frontend.ts";
 import { acceptLoop } from "./accept_loop.ts";
 import { formatHostPort } from "./address.ts";
+import { expandRanges } from "./ports.ts";
 import { isResourceExhausted } from "./os_error.ts";
 
 const log = getLogger(["anyport", "listener"]);
@@ -27,15 +28,12 @@ export class PortListeners implements Frontend {
   }
 
   async apply(ranges: readonly PortRange[]): Promise<void> {
-    const wanted = new Set<number>();
-    for (const { first, last } of ranges) {
-      for (let port = first; port <= last; port++) wanted.add(port);
-    }
+    const requested = expandRanges(ranges);
     const opened: number[] = [];
     try {
-      for (const port of wanted) {
+      for (const port of requested) {
         if (this.#listeners.has(port)) continue;
-        this.#listeners.set(port, this.#listen(port, wanted.size));
+        this.#listeners.set(port, this.#listen(port, requested.size));
         opened.push(port);
       }
     } catch (error) {
@@ -43,7 +41,7 @@ export class PortListeners implements Frontend {
       throw error;
     }
     for (const port of [...this.#listeners.keys()]) {
-      if (!wanted.has(port)) this.#closePort(port);
+      if (!requested.has(port)) this.#closePort(port);
     }
     await Promise.resolve();
   }
@@ -53,13 +51,13 @@ export class PortListeners implements Frontend {
     return Promise.resolve();
   }
 
-  #listen(port: number, wanted: number): Deno.TcpListener {
+  #listen(port: number, portCount: number): Deno.TcpListener {
     let listener: Deno.TcpListener;
     try {
       listener = Deno.listen({ hostname: this.hostname, port });
     } catch (error) {
       const fix = isResourceExhausted(error)
-        ? `${wanted} ports need as many descriptors, plus two per connection: raise the limit (ulimit -n, systemd LimitNOFILE) or use "Mode": "bpf", which needs one socket`
+        ? `${portCount} ports need as many descriptors, plus two per connection: raise the limit (ulimit -n, systemd LimitNOFILE) or use "Mode": "bpf", which needs one socket`
         : error instanceof Deno.errors.AddrInUse
         ? "stop the process that uses the port or remove the port from the config"
         : "check ListenAddress and the port";

@@ -59,6 +59,15 @@ export function mergeRanges(ranges: Iterable<PortRange>): PortRange[] {
   return merged;
 }
 
+/** Returns every port in `ranges`, each once. */
+export function expandRanges(ranges: readonly PortRange[]): Set<number> {
+  const ports = new Set<number>();
+  for (const { first, last } of ranges) {
+    for (let port = first; port <= last; port++) ports.add(port);
+  }
+  return ports;
+}
+
 /** Counts the ports in a list of ranges that do not overlap. */
 export function countPorts(ranges: readonly PortRange[]): number {
   return ranges.reduce((sum, r) => sum + r.last - r.first + 1, 0);
