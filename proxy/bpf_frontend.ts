@@ -277,7 +277,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       if (this.#state.linkInfo().netnsInode === 0) {
         if (!this.#detachedLogged) {
           logger.error(
-            "BPF steering was detached (by anyport bpf detach?): steered ports are refused until anyport restarts",
+            "BPF steering was detached from outside this process, for example by anyport bpf detach: connections to steered ports are refused until anyport restarts",
           );
           this.#detachedLogged = true;
         }

@@ -327,14 +327,14 @@ function closestKey(key: string, known: readonly string[]): string | undefined {
 
 /** Damerau-Levenshtein distance (adjacent swaps count as one edit). */
 function editDistance(a: string, b: string): number {
-  const d: number[][] = Array.from(
-    { length: a.length + 1 },
-    (_, i) =>
-      Array.from(
-        { length: b.length + 1 },
-        (_, j) => (i === 0 ? j : j === 0 ? i : 0),
-      ),
-  );
+  // d[i][j] is the distance between the first i letters of a and the
+  // first j letters of b; the first row and column count insertions.
+  const d: number[][] = [];
+  for (let i = 0; i <= a.length; i++) {
+    d.push(new Array<number>(b.length + 1).fill(0));
+    d[i]![0] = i;
+  }
+  for (let j = 0; j <= b.length; j++) d[0]![j] = j;
   for (let i = 1; i <= a.length; i++) {
     for (let j = 1; j <= b.length; j++) {
       const cost = a[i - 1] === b[j - 1] ? 0 : 1;

@@ -3,7 +3,7 @@ import { dirname } from "node:path";
 /** Quiet time after the last file event before a reload, in ms. */
 const DEBOUNCE_MS = 200;
 
-/** What asked for a reload: a file event or SIGHUP. */
+/** Source of a reload request: a file event or SIGHUP. */
 export type ReloadTrigger = "file" | "signal";
 
 /**

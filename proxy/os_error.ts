@@ -1,7 +1,7 @@
 /**
  * errno values (Linux) that mean this process or the machine ran out of a
  * resource: descriptors (EMFILE, ENFILE), memory (ENOMEM), socket buffers
- * (ENOBUFS) or local ports (EADDRNOTAVAIL). They say nothing about a peer.
+ * (ENOBUFS) or local ports (EADDRNOTAVAIL). No peer causes them.
  */
 const RESOURCE_ERRNOS = new Set([24, 23, 12, 105, 99]);
 

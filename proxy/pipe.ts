@@ -21,7 +21,7 @@ export interface PipeResult {
   /** Bytes copied from target to client. */
   received: number;
   /**
-   * How the pipe ended. `"closed"`: both sides finished cleanly.
+   * End state of the pipe. `"closed"`: both sides finished cleanly.
    * `"client reset"`/`"target reset"`: one side sent a reset, and the other
    * was reset in turn. `"client error"`/`"target error"`: another socket
    * error, also passed on as a reset. `"idle"`: the idle timeout closed it.

@@ -14,8 +14,8 @@ export class LogRateLimiter {
 
   /**
    * Counts one occurrence of `key` at time `now`. Returns -1 when the line
-   * must be dropped; otherwise the number of lines dropped for this key
-   * since the last one allowed, to report along with it.
+   * must be dropped. Otherwise returns how many lines were dropped for this
+   * key since the last one allowed, so the caller can report the count.
    */
   allow(key: string, now: number): number {
     const window = this.#windows.get(key);

@@ -25,7 +25,7 @@ let scansInWindow = 0;
 
 /**
  * Closes a connection with a TCP reset (RST) instead of a FIN, so the peer
- * sees the same abort that the other side of the proxy saw.
+ * gets the same abort that the other side of the proxy got.
  *
  * Needs the `ffi` permission, because the reset is made through libc.
  * Without it the connection is closed with a FIN.

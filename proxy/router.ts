@@ -35,7 +35,7 @@ export class Router {
     return undefined;
   }
 
-  /** Every routed port, as sorted ranges with neighbours merged. */
+  /** Returns every routed port, as sorted ranges with neighbours merged. */
   ranges(): PortRange[] {
     return mergeRanges(this.#routes);
   }

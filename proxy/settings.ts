@@ -4,7 +4,7 @@ import type { ConfigProblem } from "./config_error.ts";
 /** Target selection policy. */
 export type BalancePolicy = "least-connections" | "round-robin" | "random";
 
-/** How client connections reach the proxy. */
+/** Frontend kind: one socket per port, or one socket with BPF steering. */
 export type FrontendMode = "listeners" | "bpf";
 
 /** Optional top-level settings of a config file, with defaults applied. */

@@ -243,7 +243,7 @@ export async function accepts(
   }
 }
 
-/** Whether this process is root, which namespace and nftables tests need. */
+/** Returns whether this process is root, as namespace and nftables tests need. */
 export function isRoot(): boolean {
   return Deno.uid() === 0;
 }

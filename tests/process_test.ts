@@ -98,10 +98,10 @@ Deno.test("anyport survives running out of descriptors", async () => {
   });
   await using proxy = new ProxyProcess(path, ["--log-level", "warning"], 128);
   await waitFor(() => accepts(port!), 10_000, "proxy to accept");
-  const held: Deno.TcpConn[] = [];
-  for (let i = 0; i < 150; i++) held.push(await connect(port!));
+  const openConns: Deno.TcpConn[] = [];
+  for (let i = 0; i < 150; i++) openConns.push(await connect(port!));
   await proxy.waitForLog(/Accept failed on port \d+/);
-  for (const conn of held) closeQuietly(conn);
+  for (const conn of openConns) closeQuietly(conn);
   assert.doesNotMatch(proxy.stderr, /marked down/, "target blamed for EMFILE");
   await waitFor(
     async () => (await roundTrip(port!, "alive").catch(() => "")) === "alive",
