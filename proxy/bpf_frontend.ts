@@ -211,6 +211,11 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     logger.info("Closed proxy socket {address}", {
       address: formatHostPort(this.addr.hostname, this.addr.port),
     });
+    if (cookie === this.#cookie) {
+      logger.info(
+        "BPF steering stays attached: connections to steered ports are refused until anyport starts again or anyport bpf detach removes it",
+      );
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -79,6 +79,7 @@ Deno.test({
       assert.equal(await roundTrip(32000, ""), "b");
       assert.equal(await accepts(32001), false, "unconfigured port accepted");
       assert.equal(await proxy.stop("SIGTERM"), 0);
+      assert.match(proxy.stderr, /BPF steering stays attached/);
     }
     await detachAll();
   },
