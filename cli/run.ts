@@ -2,11 +2,11 @@ import { getLogger } from "@logtape/logtape";
 import { type Config, parseConfig } from "../proxy/config.ts";
 import { ConfigError, formatProblem } from "../proxy/config_error.ts";
 import { type ReloadTrigger, watchConfig } from "../proxy/config_watch.ts";
-import type { Frontend } from "../proxy/frontend.ts";
+import type { ConnHandler, Frontend } from "../proxy/frontend.ts";
 import { PortListeners } from "../proxy/port_listeners.ts";
 import { formatRange } from "../proxy/ports.ts";
 import { Proxy } from "../proxy/proxy.ts";
-import { canUseFfi } from "../proxy/reset.ts";
+import type { EventLoop } from "../proxy/event_loop.ts";
 import type { FrontendMode } from "../proxy/settings.ts";
 
 const log = getLogger(["anyport"]);
@@ -60,11 +60,6 @@ export async function runProxy(options: RunOptions): Promise<number> {
     return 1;
   }
   started.resolve(proxy);
-  if (!canUseFfi()) {
-    log.warning(
-      "No --allow-ffi: a reset on one side reaches the other side as a normal close (FIN)",
-    );
-  }
   log.info("Started in {mode} mode: {apps} apps on {ports} ports", {
     mode: config.settings.mode,
     apps: config.apps.length,
@@ -161,10 +156,11 @@ async function reloadConfig(
 
 async function createFrontend(
   config: Config,
-  onConn: (conn: Deno.TcpConn, port: number) => void,
+  loop: EventLoop,
+  onConn: ConnHandler,
 ): Promise<Frontend> {
   if (config.settings.mode === "listeners") {
-    return new PortListeners(config.settings.listenAddress, onConn);
+    return new PortListeners(config.settings.listenAddress, loop, onConn);
   }
   // Imported here so that the default mode loads neither libbpf nor the
   // embedded BPF object.
@@ -172,6 +168,7 @@ async function createFrontend(
   return await BpfFrontend.open({
     prefixes: config.settings.steerPrefixes,
     onConn,
+    loop,
   });
 }
 

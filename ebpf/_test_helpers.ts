@@ -6,6 +6,7 @@
  * @module
  */
 
+import { MSG_NOSIGNAL, net } from "../ffi/net.ts";
 import { detachSteering } from "./pinned_state.ts";
 
 /**
@@ -85,8 +86,21 @@ export async function request(hostname: string, port: number): Promise<string> {
   }
 }
 
-/** Writes `line` and a newline to `conn`, then closes it. */
-export async function reply(conn: Deno.TcpConn, line: string): Promise<void> {
+/**
+ * Writes `line` and a newline to `conn`, then closes it. `conn` is a Deno
+ * connection or the descriptor of an accepted socket.
+ */
+export async function reply(
+  conn: Deno.TcpConn | number,
+  line: string,
+): Promise<void> {
+  if (typeof conn === "number") {
+    const bytes = new TextEncoder().encode(`${line}\n`);
+    // A new socket's send buffer takes a line at once, even non-blocking.
+    net().send(conn, bytes, bytes.length, MSG_NOSIGNAL);
+    net().close(conn);
+    return;
+  }
   try {
     await conn.write(new TextEncoder().encode(`${line}\n`));
   } catch {

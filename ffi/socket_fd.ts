@@ -2,16 +2,20 @@
  * Finds the descriptor behind a Deno socket. Deno does not expose it, so the
  * process's descriptors are scanned for the socket with the same addresses.
  *
- * Needs the `ffi` permission and read access to `/proc/self/fd`.
+ * Needs the `ffi` permission only: descriptors are probed with
+ * `getsockname(2)`, not listed from `/proc`.
  *
  * @module
  */
 
 import { parseAddress } from "../proxy/prefix.ts";
 import { getSockOptInt, libc, SO_ACCEPTCONN, SOL_SOCKET } from "./libc.ts";
+import { descriptorLimit } from "./net.ts";
 
 const AF_INET = 2;
 const AF_INET6 = 10;
+/** Descriptors probed after a hint before scanning them all. */
+const HINT_PROBES = 64;
 /** Size of `struct sockaddr_storage`. */
 const SOCKADDR_SIZE = 128;
 
@@ -29,13 +33,25 @@ export interface SockAddr {
  *
  * @throws {Error} when no descriptor or more than one matches
  */
-export function findListenerFd(listener: Deno.TcpListener): number {
+export function findListenerFd(
+  listener: Deno.TcpListener,
+  hint?: number,
+): number {
   const local = toSockAddr(listener.addr);
-  const fds = socketFds().filter((fd) =>
+  const matches = (fd: number) =>
     sameAddr(getSockName(fd), local) &&
-    getSockOptInt(fd, SOL_SOCKET, SO_ACCEPTCONN, 4) === 1n
+    getSockOptInt(fd, SOL_SOCKET, SO_ACCEPTCONN, 4) === 1n;
+  // Listeners opened one after another usually get consecutive descriptors,
+  // so a few probes past the last one's spare a scan of every descriptor.
+  if (hint !== undefined) {
+    for (let fd = hint + 1; fd <= hint + HINT_PROBES; fd++) {
+      if (matches(fd)) return fd;
+    }
+  }
+  return single(
+    socketFds().filter(matches),
+    `listener ${formatAddr(listener.addr)}`,
   );
-  return single(fds, `listener ${formatAddr(listener.addr)}`);
 }
 
 /**
@@ -112,18 +128,15 @@ function readName(
   return { family, port, address: new Uint8Array() };
 }
 
-/** Lists the numbers of the process's open descriptors that are sockets. */
+/**
+ * Lists the process's open descriptors that are sockets, by probing every
+ * descriptor number below the open-files limit.
+ */
 function socketFds(): number[] {
   const fds: number[] = [];
-  for (const entry of Deno.readDirSync("/proc/self/fd")) {
-    const fd = Number(entry.name);
-    let target: string;
-    try {
-      target = Deno.readLinkSync(`/proc/self/fd/${fd}`);
-    } catch {
-      continue; // closed since the directory was read
-    }
-    if (target.startsWith("socket:")) fds.push(fd);
+  const limit = descriptorLimit();
+  for (let fd = 0; fd < limit; fd++) {
+    if (getSockName(fd) !== undefined) fds.push(fd);
   }
   return fds;
 }

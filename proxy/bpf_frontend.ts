@@ -1,14 +1,16 @@
 import { getLogger } from "@logtape/logtape";
-import { acceptLoop } from "./accept_loop.ts";
-import { formatHostPort, unmapIpv4 } from "./address.ts";
+import { Acceptor } from "./acceptor.ts";
+import { EventLoop } from "./event_loop.ts";
+import {
+  decodeSockAddr,
+  SOCKADDR_SIZE,
+  type SocketAddress,
+} from "./sockaddr.ts";
+import { net } from "../ffi/net.ts";
+import { formatHostPort } from "./address.ts";
 import type { ConnHandler, Frontend, PortRange } from "./frontend.ts";
 import { expandRanges } from "./ports.ts";
-import {
-  formatPrefix,
-  parseAddress,
-  type Prefix,
-  prefixContains,
-} from "./prefix.ts";
+import { formatPrefix, type Prefix, prefixContains } from "./prefix.ts";
 import {
   attachSteering,
   DEFAULT_PIN_ROOT,
@@ -57,6 +59,11 @@ export interface BpfFrontendOptions {
   /** Called for every steered connection with its destination port. */
   onConn: ConnHandler;
   /**
+   * Event loop that accepts the connections. Without one, the frontend
+   * runs its own and stops it on close.
+   */
+  loop?: EventLoop;
+  /**
    * Directory on a bpffs for the pins; each network namespace gets its own
    * subdirectory.
    *
@@ -86,7 +93,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   #ports: Set<number>;
   #socketInserted = false;
   #lastAccept = 0;
-  #loop: Promise<void> | undefined;
+  #acceptor: Acceptor | undefined;
+  /** The loop that this frontend started itself, if any. */
+  #ownLoop: EventLoop | undefined;
   #closed = false;
   /** Whether another process's socket is in the sockmap. */
   #replaced = false;
@@ -121,9 +130,15 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       listener = listen();
       const frontend = new BpfFrontend(state, listener, options.onConn);
       frontend.setPrefixes(options.prefixes);
-      frontend.#loop = acceptLoop(
-        listener,
-        (conn) => frontend.#dispatch(conn),
+      let loop = options.loop;
+      if (loop === undefined) {
+        loop = frontend.#ownLoop = new EventLoop();
+        loop.start();
+      }
+      frontend.#acceptor = new Acceptor(
+        loop,
+        frontend.#fd,
+        (fd, peer) => frontend.#dispatch(fd, peer),
         logger,
         "the BPF proxy socket",
       );
@@ -205,8 +220,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       await this.#drain();
     }
     // Closing the socket also removes it from the sockmap, in the kernel.
+    this.#acceptor?.close();
     this.#listener.close();
-    await this.#loop;
+    await this.#ownLoop?.stop();
     this.#state[Symbol.dispose]();
     logger.info("Closed proxy socket {address}", {
       address: formatHostPort(this.addr.hostname, this.addr.port),
@@ -313,38 +329,41 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     }
   }
 
-  #dispatch(conn: Deno.TcpConn): void {
+  #dispatch(fd: number, peer: SocketAddress | undefined): void {
     this.#lastAccept = Date.now();
-    const local = conn.localAddr;
-    const client = formatHostPort(
-      unmapIpv4(conn.remoteAddr.hostname),
-      conn.remoteAddr.port,
-    );
+    localLength[0] = SOCKADDR_SIZE;
+    const local = net().getsockname(fd, localBuffer, localLengthBytes) < 0
+      ? undefined
+      : decodeSockAddr(localBuffer);
+    if (local === undefined) {
+      // The client is gone already; nothing to route.
+      net().close(fd);
+      return;
+    }
     if (local.port === this.addr.port && !this.#isSteered(local)) {
       // A direct connection to the socket's own port, not a steered one.
-      logger.debug("Closing direct connection from {client}", { client });
-      conn.close();
+      logger.debug("Closing direct connection from {client}", {
+        client: peer?.label ?? "-",
+      });
+      net().close(fd);
       return;
     }
     try {
-      this.#onConn(conn, local.port);
+      this.#onConn(fd, local.port, peer);
     } catch (error) {
+      // A handler that throws has not taken the descriptor over.
       logger.warn("Handler failed for {client} on port {port}: {error}", {
-        client,
+        client: peer?.label ?? "-",
         port: local.port,
         error,
       });
-      try {
-        conn.close();
-      } catch {
-        // The handler closed it already.
-      }
+      net().close(fd);
     }
   }
 
-  #isSteered(local: Deno.NetAddr): boolean {
-    const address = parseAddress(unmapIpv4(local.hostname));
-    return this.#ports.has(local.port) && address !== undefined &&
+  #isSteered(local: SocketAddress): boolean {
+    const address = local.plainAddress;
+    return this.#ports.has(local.port) &&
       this.#prefixes.some((prefix) => prefixContains(prefix, address));
   }
 
@@ -379,6 +398,10 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     }
   }
 }
+
+const localBuffer = new Uint8Array(SOCKADDR_SIZE);
+const localLength = new Uint32Array(1);
+const localLengthBytes = new Uint8Array(localLength.buffer);
 
 function listen(): Deno.TcpListener {
   try {

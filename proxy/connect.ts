@@ -1,6 +1,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { App } from "./app.ts";
 import { DialError, dialTarget } from "./dial.ts";
+import type { EventLoop, Watched } from "./event_loop.ts";
 import { isResourceExhausted } from "./os_error.ts";
 import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
 import type { Resolver } from "./resolver.ts";
@@ -12,7 +13,8 @@ const limiter = new LogRateLimiter();
 
 /** Established connection to one of an app's targets. */
 export interface TargetConn {
-  conn: Deno.TcpConn;
+  /** The connected socket, watched by the loop with no handler yet. */
+  conn: Watched;
   target: TargetState;
   /** Connect attempts made, including the one that succeeded. */
   attempts: number;
@@ -31,6 +33,7 @@ export async function connectToApp(
   app: App,
   settings: Settings,
   resolver: Resolver,
+  loop: EventLoop,
   client: () => string,
 ): Promise<TargetConn | undefined> {
   const candidates = app.balancer.order(app.targets, Date.now());
@@ -43,6 +46,7 @@ export async function connectToApp(
         target.address,
         settings.connectTimeoutMs,
         resolver,
+        loop,
       );
       if (target.recordSuccess()) {
         log.info("Target {target} of app {app} is back up", {

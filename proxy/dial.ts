@@ -1,5 +1,21 @@
+import { OsError, strerror } from "../ffi/libc.ts";
+import {
+  EINPROGRESS,
+  lastErrno,
+  net,
+  setNoDelay,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+  socketError,
+} from "../ffi/net.ts";
+import type { Deadline, EventLoop, Watched } from "./event_loop.ts";
+import { parseAddress } from "./prefix.ts";
 import type { Resolver } from "./resolver.ts";
+import { AF_INET, AF_INET6, encodeSockAddr } from "./sockaddr.ts";
 import type { TargetAddress } from "./target.ts";
+
+const ECONNREFUSED = 111;
 
 /** Failed connect to one target, with the reason in plain words. */
 export class DialError extends Error {
@@ -15,81 +31,152 @@ export class DialError extends Error {
   }
 }
 
+class Timeout extends Error {}
+
 /**
  * Connects to a target, looking up its host name through `resolver` first.
  * The whole attempt, lookup included, is cut off after `timeoutMs`, so a
- * blackholed target or a slow resolver keeps the client waiting no longer than that.
- * When the name has several addresses, each is tried in turn.
+ * blackholed target or a slow resolver keeps the client waiting no longer
+ * than that. When the name has several addresses, each is tried in turn.
  *
+ * @returns the connected socket, watched by `loop` with no handler yet
  * @throws {DialError} naming the target and the reason
  */
 export async function dialTarget(
   target: TargetAddress,
   timeoutMs: number,
   resolver: Resolver,
-): Promise<Deno.TcpConn> {
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), timeoutMs);
-  try {
-    return await dialAddresses(target, controller.signal, timeoutMs, resolver);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function dialAddresses(
-  target: TargetAddress,
-  signal: AbortSignal,
-  timeoutMs: number,
-  resolver: Resolver,
-): Promise<Deno.TcpConn> {
+  loop: EventLoop,
+): Promise<Watched> {
+  const deadline = Date.now() + timeoutMs;
   let addresses: string[];
   try {
     addresses = target.literal
       ? [target.hostname]
-      : await abortable(resolver.resolve(target.hostname), signal);
+      : await withDeadline(resolver.resolve(target.hostname), timeoutMs, loop);
   } catch (error) {
-    throw new DialError(
-      target,
-      describeDialError(error, signal, timeoutMs),
-      error,
-    );
+    throw new DialError(target, describe(error, timeoutMs), error);
   }
   let lastError: unknown;
   for (const hostname of addresses) {
+    const address = sockAddrOf(hostname, target.port);
+    if (address === undefined) {
+      lastError = new Error(`the resolver returned "${hostname}"`);
+      continue;
+    }
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) {
+      lastError = new Timeout();
+      break;
+    }
     try {
-      return await Deno.connect({ hostname, port: target.port, signal });
+      return await connectOnce(loop, address, remaining);
     } catch (error) {
       lastError = error;
-      if (signal.aborted) break;
+      if (error instanceof Timeout) break;
     }
   }
-  throw new DialError(
-    target,
-    describeDialError(lastError, signal, timeoutMs),
-    lastError,
-  );
+  throw new DialError(target, describe(lastError, timeoutMs), lastError);
 }
 
-/** Settles like `promise`, or rejects when `signal` aborts first. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() =>
-      signal.removeEventListener("abort", onAbort)
-    );
+/**
+ * Socket addresses by port and literal address, so connections to the same
+ * target parse and encode its address once.
+ */
+const sockAddrs = new Map<string, Uint8Array<ArrayBuffer>>();
+
+/** Cached entries beyond which the cache starts over. */
+const SOCKADDR_CACHE_LIMIT = 4096;
+
+/** Encodes `hostname`, a literal address, and `port` for `connect(2)`. */
+function sockAddrOf(
+  hostname: string,
+  port: number,
+): Uint8Array<ArrayBuffer> | undefined {
+  const key = `${port} ${hostname}`;
+  let sockaddr = sockAddrs.get(key);
+  if (sockaddr === undefined) {
+    const address = parseAddress(hostname);
+    if (address === undefined) return undefined;
+    sockaddr = encodeSockAddr(address, port);
+    if (sockAddrs.size >= SOCKADDR_CACHE_LIMIT) sockAddrs.clear();
+    sockAddrs.set(key, sockaddr);
+  }
+  return sockaddr;
+}
+
+/** Opens a non-blocking socket and connects it to `sockaddr`. */
+function connectOnce(
+  loop: EventLoop,
+  sockaddr: Uint8Array<ArrayBuffer>,
+  timeoutMs: number,
+): Promise<Watched> {
+  const symbols = net();
+  const family = sockaddr[0] === AF_INET ? AF_INET : AF_INET6;
+  const fd = symbols.socket(
+    family,
+    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+    0,
+  );
+  if (fd < 0) return Promise.reject(new OsError("socket", lastErrno()));
+  setNoDelay(fd);
+  if (symbols.connect(fd, sockaddr, sockaddr.length) < 0) {
+    const code = lastErrno();
+    if (code !== EINPROGRESS) {
+      symbols.close(fd);
+      return Promise.reject(new OsError("connect", code));
+    }
+  }
+  let watched: Watched;
+  try {
+    watched = loop.watch(fd);
+  } catch (error) {
+    symbols.close(fd);
+    return Promise.reject(error);
+  }
+  return new Promise((resolve, reject) => {
+    const timer = loop.after(timeoutMs, () => {
+      loop.close(fd);
+      reject(new Timeout());
+    });
+    const onReady = (w: Watched) => {
+      if (!w.writable && !w.failed) return;
+      timer.cancel();
+      w.handler = undefined;
+      if (w.failed) {
+        w.failed = false;
+        const code = socketError(fd);
+        if (code !== 0) {
+          loop.close(fd);
+          reject(new OsError("connect", code));
+          return;
+        }
+      }
+      resolve(w);
+    };
+    watched.handler = onReady;
+    // The connect may have finished before the socket was watched.
+    if (watched.writable || watched.failed) onReady(watched);
   });
 }
 
-function describeDialError(
-  error: unknown,
-  signal: AbortSignal,
+/** Settles like `promise`, or rejects with a timeout after `timeoutMs`. */
+function withDeadline<T>(
+  promise: Promise<T>,
   timeoutMs: number,
-): string {
-  if (signal.aborted) return `timed out after ${timeoutMs} ms`;
-  if (error instanceof Deno.errors.ConnectionRefused) return "refused";
-  const message = error instanceof Error ? error.message : String(error);
-  return message;
+  loop: EventLoop,
+): Promise<T> {
+  let timer: Deadline | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = loop.after(timeoutMs, () => reject(new Timeout()));
+  });
+  return Promise.race([promise, timeout]).finally(() => timer?.cancel());
+}
+
+function describe(error: unknown, timeoutMs: number): string {
+  if (error instanceof Timeout) return `timed out after ${timeoutMs} ms`;
+  if (error instanceof OsError) {
+    return error.errno === ECONNREFUSED ? "refused" : strerror(error.errno);
+  }
+  return error instanceof Error ? error.message : String(error);
 }

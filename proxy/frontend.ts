@@ -3,13 +3,23 @@
  *
  * Two implementations exist. `PortListeners` opens one `Deno.listen` socket
  * per configured port. The BPF frontend opens one socket and steers every
- * configured port to it with an `sk_lookup` program.
+ * configured port to it with an `sk_lookup` program. Both create their
+ * sockets with `Deno.listen` and accept through the event loop.
  */
 
 import type { Prefix } from "./prefix.ts";
+import type { SocketAddress } from "./sockaddr.ts";
 
-/** Called for every accepted connection with its original destination port. */
-export type ConnHandler = (conn: Deno.TcpConn, port: number) => void;
+/**
+ * Called for every accepted connection with its non-blocking descriptor,
+ * which the callee then owns, its original destination port and the
+ * client's address.
+ */
+export type ConnHandler = (
+  fd: number,
+  port: number,
+  peer: SocketAddress | undefined,
+) => void;
 
 /** Set of configured ports, as sorted inclusive ranges without overlaps. */
 export interface PortRange {

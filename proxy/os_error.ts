@@ -1,3 +1,5 @@
+import { OsError } from "../ffi/libc.ts";
+
 /**
  * errno values (Linux) that mean this process or the machine ran out of a
  * resource: descriptors (EMFILE, ENFILE), memory (ENOMEM), socket buffers
@@ -5,8 +7,12 @@
  */
 const RESOURCE_ERRNOS = new Set([24, 23, 12, 105, 99]);
 
-/** Returns the errno in a Deno error message ("... (os error 24)"), if any. */
+/**
+ * Returns the errno of an error: the `errno` field of an error from libc, or
+ * the number in a Deno error message ("... (os error 24)").
+ */
 export function osErrno(error: unknown): number | undefined {
+  if (error instanceof OsError) return error.errno;
   const message = error instanceof Error ? error.message : String(error);
   const match = /\(os error (\d+)\)/.exec(message);
   return match === null ? undefined : Number(match[1]);

@@ -1,18 +1,30 @@
-import { connFd, resetConn } from "./reset.ts";
+import {
+  closeWithReset,
+  lastErrno,
+  MSG_NOSIGNAL,
+  net,
+  SHUT_WR,
+  socketError,
+} from "../ffi/net.ts";
+import { type EventLoop, isRetry, type Watched } from "./event_loop.ts";
 
 /**
- * Size of the buffer each direction starts with, in bytes. Idle connections
- * keep a read pending on this buffer, so it sets most of their memory.
+ * Size of the one buffer that every pipe reads into, in bytes. Bytes are
+ * sent on at once, so the buffer is free again before the next read.
  */
-export const SMALL_BUFFER_SIZE = 1024;
+export const READ_BUFFER_SIZE = 64 * 1024;
 
-/** Size of the pooled buffers that a direction moves to while data streams. */
-export const LARGE_BUFFER_SIZE = 64 * 1024;
+/**
+ * Reads one direction makes per event before it lets other connections run;
+ * the rest waits for the end of the batch.
+ */
+const READS_PER_TURN = 16;
 
-/** Maximum number of free large buffers kept for reuse. */
-const POOL_LIMIT = 64;
+const ECONNRESET = 104;
+const EPIPE = 32;
+const ECONNABORTED = 103;
 
-const pool: Uint8Array<ArrayBuffer>[] = [];
+const shared = new Uint8Array(READ_BUFFER_SIZE);
 
 /** Outcome of a finished pipe. */
 export interface PipeResult {
@@ -39,40 +51,76 @@ export interface PipeResult {
 
 type Side = "client" | "target";
 
+/** One direction of a pipe: bytes from `src` to `dst`. */
+class Direction {
+  readonly from: Side;
+  readonly src: Watched;
+  readonly dst: Watched;
+  /** Bytes read from `src` that `dst` did not take yet. */
+  pending: Uint8Array | null = null;
+  /** `src` sent its FIN. */
+  eof = false;
+  /** The FIN went on to `dst`, or the pipe closed. */
+  finished = false;
+
+  constructor(from: Side, src: Watched, dst: Watched) {
+    this.from = from;
+    this.src = src;
+    this.dst = dst;
+  }
+}
+
 /**
- * Bidirectional copy between a client and a target connection.
+ * Bidirectional copy between a client and a target socket, driven by the
+ * event loop.
  *
- * Each direction reads into its own buffer and writes it out in full before
- * reading again, so a slow reader holds back its writer (backpressure) and
- * a connection never buffers more than one buffer per direction. A read that
- * fills the small buffer moves the direction to a large pooled buffer. A read
- * that uses less than a quarter of that moves it back. So streaming gets
- * large reads, while idle connections keep only small buffers. When one
- * side finishes sending, the other side's write half is closed, and the
- * opposite direction goes on. When one side resets, the other is reset too.
- * Both connections are closed once `done` settles, on every path.
+ * A readable socket is read into one shared buffer and the bytes are sent
+ * on at once. When the other socket takes only part of them, the rest is
+ * kept and that direction stops reading until the socket drains, so a slow
+ * reader holds back its writer (backpressure) and a connection never holds
+ * more than one read of data per direction. An idle connection holds no
+ * buffer at all. When one side finishes sending, the other side's write half
+ * is shut down and the opposite direction goes on. When one side resets or
+ * fails, the other is reset. Both sockets are closed once `done` settles.
  */
 export class Pipe {
-  readonly client: Deno.TcpConn;
-  readonly target: Deno.TcpConn;
+  readonly #loop: EventLoop;
+  readonly #client: Watched;
+  readonly #target: Watched;
+  readonly #up: Direction;
+  readonly #down: Direction;
   sent = 0;
   received = 0;
   /** Time of the last byte in either direction, from `Date.now()`. */
-  lastActive = Date.now();
+  lastActive: number;
   readonly done: Promise<PipeResult>;
+  #resolve!: (result: PipeResult) => void;
   #end: PipeResult["end"] | undefined;
   #closed = false;
-  /** Directions that reached the end of their source. */
+  /** Directions that passed their FIN on. */
   #ended = 0;
 
-  constructor(client: Deno.TcpConn, target: Deno.TcpConn) {
-    this.client = client;
-    this.target = target;
-    this.done = this.#run();
+  /**
+   * Takes over two watched sockets: from now on the pipe handles their
+   * events and closes them.
+   */
+  constructor(loop: EventLoop, client: Watched, target: Watched) {
+    this.#loop = loop;
+    this.#client = client;
+    this.#target = target;
+    this.#up = new Direction("client", client, target);
+    this.#down = new Direction("target", target, client);
+    this.lastActive = loop.now;
+    this.done = new Promise((resolve) => this.#resolve = resolve);
+    client.handler = this.#onReady;
+    target.handler = this.#onReady;
+    // Readiness seen before the pipe took over is in the flags already.
+    this.#onReady(client);
+    this.#onReady(target);
   }
 
   /**
-   * Closes both connections now with a FIN, at idle timeout. Bytes already
+   * Closes both sockets now with a FIN, at idle timeout. Bytes already
    * handed to the kernel are still delivered before the FIN.
    */
   expire(): void {
@@ -86,73 +134,108 @@ export class Pipe {
     if (this.#closed) return;
     this.#end ??= "aborted";
     // Resets, not FINs, so neither peer takes a cut stream for a whole one.
-    const clientFd = connFd(this.client);
-    resetConn(this.client);
-    resetConn(this.target, clientFd);
-    this.#close();
+    this.#closed = true;
+    this.#loop.release(this.#client.fd);
+    this.#loop.release(this.#target.fd);
+    closeWithReset(this.#client.fd);
+    closeWithReset(this.#target.fd);
+    this.#settle();
   }
 
-  async #run(): Promise<PipeResult> {
-    await Promise.all([
-      this.#copy(this.client, this.target, "client"),
-      this.#copy(this.target, this.client, "target"),
-    ]);
-    this.#close();
-    return {
-      sent: this.sent,
-      received: this.received,
-      end: this.#end ?? "closed",
-    };
-  }
-
-  /** Copies `src` to `dst` until `src` ends, then half-closes `dst`. */
-  async #copy(src: Deno.TcpConn, dst: Deno.TcpConn, from: Side) {
-    const small = new Uint8Array(SMALL_BUFFER_SIZE);
-    let buffer = small;
-    try {
-      for (;;) {
-        let n: number | null;
-        try {
-          n = await src.read(buffer);
-        } catch (error) {
-          this.#fail(from, error);
-          return;
-        }
-        if (n === null) break;
-        if (from === "client") this.sent += n;
-        else this.received += n;
-        this.lastActive = Date.now();
-        try {
-          await writeAll(dst, buffer.subarray(0, n));
-        } catch (error) {
-          this.#fail(from === "client" ? "target" : "client", error);
-          return;
-        }
-        // A slow reader that keeps taking bytes is not idle.
-        this.lastActive = Date.now();
-        if (buffer === small) {
-          if (n === small.length) {
-            buffer = pool.pop() ?? new Uint8Array(LARGE_BUFFER_SIZE);
-          }
-        } else if (n < LARGE_BUFFER_SIZE / 4) {
-          releaseLarge(buffer);
-          buffer = small;
-        }
-      }
-    } finally {
-      // No read is pending here, so the kernel no longer writes into it.
-      if (buffer !== small) releaseLarge(buffer);
-    }
+  #onReady = (watched: Watched): void => {
     if (this.#closed) return;
-    // When the other direction has ended already, close() follows at once
-    // and sends the FIN itself, so a separate shutdown would be a wasted
-    // system call on every connection.
-    if (++this.#ended === 2) return;
-    try {
-      await dst.closeWrite();
-    } catch (error) {
-      // The peer may have gone away: treat it like a failed write.
-      this.#fail(from === "client" ? "target" : "client", error);
+    const side: Side = watched === this.#client ? "client" : "target";
+    if (watched.failed) {
+      watched.failed = false;
+      const code = socketError(watched.fd);
+      if (code !== 0) {
+        this.#fail(side, code);
+        return;
+      }
+    }
+    if (side === "client") {
+      this.#pump(this.#up);
+      this.#pump(this.#down);
+    } else {
+      this.#pump(this.#down);
+      this.#pump(this.#up);
+    }
+  };
+
+  #pump(d: Direction): void {
+    if (this.#closed || d.finished) return;
+    const symbols = net();
+    if (d.pending !== null) {
+      if (!d.dst.writable) return;
+      const written = symbols.send(
+        d.dst.fd,
+        d.pending,
+        d.pending.length,
+        MSG_NOSIGNAL,
+      );
+      if (written < 0) {
+        const code = lastErrno();
+        if (!isRetry(code)) return this.#fail(other(d.from), code);
+        d.dst.writable = false;
+        return;
+      }
+      // A slow reader that keeps taking bytes is not idle.
+      this.lastActive = this.#loop.now;
+      if (written < d.pending.length) {
+        d.pending = d.pending.subarray(written);
+        d.dst.writable = false;
+        return;
+      }
+      d.pending = null;
+    }
+    let reads = 0;
+    while (!d.eof && d.src.readable) {
+      if (++reads > READS_PER_TURN) {
+        this.#loop.defer(() => this.#pump(d));
+        return;
+      }
+      const n = symbols.recv(d.src.fd, shared, READ_BUFFER_SIZE, 0);
+      if (n < 0) {
+        const code = lastErrno();
+        if (!isRetry(code)) return this.#fail(d.from, code);
+        d.src.readable = false;
+        break;
+      }
+      if (n === 0) {
+        d.eof = true;
+        break;
+      }
+      if (d.from === "client") this.sent += n;
+      else this.received += n;
+      this.lastActive = this.#loop.now;
+      let written = symbols.send(d.dst.fd, shared, n, MSG_NOSIGNAL);
+      if (written < 0) {
+        const code = lastErrno();
+        if (!isRetry(code)) return this.#fail(other(d.from), code);
+        written = 0;
+      }
+      if (written < n) {
+        d.pending = shared.slice(written, n);
+        d.dst.writable = false;
+        return;
+      }
+      // A short read emptied the socket, unless a FIN or an error is queued
+      // behind the data, which only a further read reports.
+      if (n < READ_BUFFER_SIZE && !d.src.hangup) {
+        d.src.readable = false;
+        break;
+      }
+    }
+    if (!d.eof || d.pending !== null) return;
+    d.finished = true;
+    // When the other direction has ended already, close() sends the FIN
+    // itself, so a separate shutdown would be a wasted system call.
+    if (++this.#ended === 2) {
+      this.#close();
+      return;
+    }
+    if (symbols.shutdown(d.dst.fd, SHUT_WR) < 0) {
+      this.#fail(other(d.from), lastErrno());
     }
   }
 
@@ -161,40 +244,41 @@ export class Pipe {
    * error counts, not only a reset, because a FIN would tell the peer that
    * the stream ended complete.
    */
-  #fail(side: Side, error: unknown) {
+  #fail(side: Side, code: number): void {
     if (this.#closed) return;
-    this.#end ??= isReset(error) ? `${side} reset` : `${side} error`;
-    if (side === "client") resetConn(this.target, connFd(this.client));
-    else resetConn(this.client);
-    this.#close();
+    this.#end ??= code === ECONNRESET || code === EPIPE ||
+        code === ECONNABORTED
+      ? `${side} reset`
+      : `${side} error`;
+    this.#closed = true;
+    const [failed, peer] = side === "client"
+      ? [this.#client, this.#target]
+      : [this.#target, this.#client];
+    this.#loop.release(peer.fd);
+    closeWithReset(peer.fd);
+    this.#loop.close(failed.fd);
+    this.#settle();
   }
 
-  #close() {
+  #close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const conn of [this.client, this.target]) {
-      try {
-        conn.close();
-      } catch {
-        // Already closed, for example by resetConn().
-      }
-    }
+    this.#loop.close(this.#client.fd);
+    this.#loop.close(this.#target.fd);
+    this.#settle();
+  }
+
+  #settle(): void {
+    this.#up.pending = null;
+    this.#down.pending = null;
+    this.#resolve({
+      sent: this.sent,
+      received: this.received,
+      end: this.#end ?? "closed",
+    });
   }
 }
 
-function releaseLarge(buffer: Uint8Array<ArrayBuffer>) {
-  if (pool.length < POOL_LIMIT) pool.push(buffer);
-}
-
-async function writeAll(conn: Deno.TcpConn, data: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < data.length) {
-    offset += await conn.write(data.subarray(offset));
-  }
-}
-
-function isReset(error: unknown): boolean {
-  return error instanceof Deno.errors.ConnectionReset ||
-    error instanceof Deno.errors.BrokenPipe ||
-    error instanceof Deno.errors.ConnectionAborted;
+function other(side: Side): Side {
+  return side === "client" ? "target" : "client";
 }

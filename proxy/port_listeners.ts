@@ -1,24 +1,36 @@
 import { getLogger } from "@logtape/logtape";
 import type { ConnHandler, Frontend, PortRange } from "./frontend.ts";
-import { acceptLoop } from "./accept_loop.ts";
+import { Acceptor } from "./acceptor.ts";
+import type { EventLoop } from "./event_loop.ts";
+import { findListenerFd } from "../ffi/socket_fd.ts";
 import { formatHostPort } from "./address.ts";
 import { expandRanges } from "./ports.ts";
 import { isResourceExhausted } from "./os_error.ts";
 
 const log = getLogger(["anyport", "listener"]);
 
+/** An open listener and what accepts on it. */
+interface Listening {
+  listener: Deno.TcpListener;
+  acceptor: Acceptor;
+}
+
 /** Frontend that opens one listening socket per configured port. */
 export class PortListeners implements Frontend {
   readonly hostname: string;
+  readonly #loop: EventLoop;
   readonly #onConn: ConnHandler;
-  readonly #listeners = new Map<number, Deno.TcpListener>();
+  readonly #listeners = new Map<number, Listening>();
+  /** Descriptor of the listener opened last, where the next one is sought. */
+  #lastFd: number | undefined;
 
   /**
    * @param hostname address to bind, such as `"::"` for every IPv4 and IPv6
    * address, or `"127.0.0.1"`
    */
-  constructor(hostname: string, onConn: ConnHandler) {
+  constructor(hostname: string, loop: EventLoop, onConn: ConnHandler) {
     this.hostname = hostname;
+    this.#loop = loop;
     this.#onConn = onConn;
   }
 
@@ -51,7 +63,7 @@ export class PortListeners implements Frontend {
     return Promise.resolve();
   }
 
-  #listen(port: number, portCount: number): Deno.TcpListener {
+  #listen(port: number, portCount: number): Listening {
     let listener: Deno.TcpListener;
     try {
       listener = Deno.listen({ hostname: this.hostname, port });
@@ -68,15 +80,34 @@ export class PortListeners implements Frontend {
         { cause: error },
       );
     }
-    acceptLoop(listener, (conn) => this.#onConn(conn, port), log);
-    return listener;
+    try {
+      const fd = findListenerFd(listener, this.#lastFd);
+      this.#lastFd = fd;
+      const acceptor = new Acceptor(
+        this.#loop,
+        fd,
+        (conn, peer) => this.#onConn(conn, port, peer),
+        log,
+        `port ${port}`,
+      );
+      return { listener, acceptor };
+    } catch (error) {
+      listener.close();
+      throw new Error(
+        `Cannot accept on ${formatHostPort(this.hostname, port)}: ${
+          (error as Error).message
+        }`,
+        { cause: error },
+      );
+    }
   }
 
   #closePort(port: number) {
-    const listener = this.#listeners.get(port);
+    const listening = this.#listeners.get(port);
     this.#listeners.delete(port);
+    listening?.acceptor.close();
     try {
-      listener?.close();
+      listening?.listener.close();
     } catch {
       // Already closed.
     }

@@ -49,7 +49,10 @@ export function formatPrefix(prefix: Prefix): string {
 }
 
 /** Returns whether `address` (4 or 16 bytes) lies inside `prefix`. */
-export function prefixContains(prefix: Prefix, address: Uint8Array): boolean {
+export function prefixContains(
+  prefix: Prefix,
+  address: ArrayLike<number>,
+): boolean {
   if (address.length !== prefix.address.length) return false;
   for (let bit = 0; bit < prefix.length; bit += 8) {
     const byte = bit >> 3;
@@ -134,7 +137,8 @@ function hostBitsClear(address: Uint8Array, length: number): boolean {
   return true;
 }
 
-function formatAddress(address: Uint8Array): string {
+/** Formats 4 or 16 address bytes, using the shortest IPv6 form. */
+export function formatAddress(address: Uint8Array): string {
   if (address.length === 4) return address.join(".");
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) {

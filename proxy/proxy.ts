@@ -9,16 +9,23 @@ import { Resolver } from "./resolver.ts";
 import { Router } from "./router.ts";
 import { describeChanges } from "./config_diff.ts";
 import { Session } from "./session.ts";
-import { formatAddr } from "./address.ts";
+import { EventLoop } from "./event_loop.ts";
+import type { ConnHandler } from "./frontend.ts";
+import { net } from "../ffi/net.ts";
+import type { SocketAddress } from "./sockaddr.ts";
 
 const log = getLogger(["anyport"]);
 const accessLog = getLogger(["anyport", "access"]);
 const limiter = new LogRateLimiter();
 
-/** Creates the frontend for a config; it calls `onConn` per connection. */
+/**
+ * Creates the frontend for a config; it accepts through `loop` and calls
+ * `onConn` per connection.
+ */
 export type FrontendFactory = (
   config: Config,
-  onConn: (conn: Deno.TcpConn, port: number) => void,
+  loop: EventLoop,
+  onConn: ConnHandler,
 ) => Frontend | Promise<Frontend>;
 
 /**
@@ -32,6 +39,7 @@ export class Proxy {
   #frontend: Frontend | undefined;
   readonly #sessions = new Set<Session>();
   readonly #resolver = new Resolver();
+  readonly #loop: EventLoop;
   #stopping = false;
   #idleTimer: ReturnType<typeof setInterval> | undefined;
 
@@ -39,24 +47,29 @@ export class Proxy {
     this.#config = config;
     this.#apps = buildApps(config);
     this.#router = new Router(this.#apps.values());
+    this.#loop = new EventLoop();
   }
 
   /**
    * Starts a proxy for `config`: opens the frontend and starts accepting.
    *
-   * @throws {Error} when the frontend cannot open, such as a port in use
+   * @throws {Error} when the frontend cannot open, such as a port in use,
+   * or without the `ffi` permission, which the data path needs
    */
   static async start(
     config: Config,
     createFrontend: FrontendFactory,
   ): Promise<Proxy> {
     const proxy = new Proxy(config);
-    const frontend = await createFrontend(config, proxy.#onConn);
-    proxy.#frontend = frontend;
+    proxy.#loop.start();
+    let frontend: Frontend | undefined;
     try {
+      frontend = await createFrontend(config, proxy.#loop, proxy.#onConn);
+      proxy.#frontend = frontend;
       await frontend.apply(proxy.#router.ranges());
     } catch (error) {
-      await frontend.close();
+      await frontend?.close();
+      await proxy.#loop.stop();
       throw error;
     }
     proxy.#startIdleTimer();
@@ -143,25 +156,45 @@ export class Proxy {
     const outcome = await Promise.race([drained, cutoff]);
     clearTimeout(timer);
     if (onForce !== undefined) force?.removeEventListener("abort", onForce);
-    if (outcome !== "cutoff") return 0;
-    const remaining = [...this.#sessions];
-    for (const session of remaining) session.abort();
-    await Promise.all(remaining.map((s) => s.done));
-    return remaining.length;
+    let aborted = 0;
+    if (outcome === "cutoff") {
+      const remaining = [...this.#sessions];
+      for (const session of remaining) session.abort();
+      await Promise.all(remaining.map((s) => s.done));
+      aborted = remaining.length;
+    }
+    await this.#loop.stop();
+    return aborted;
   }
 
-  #onConn = (conn: Deno.TcpConn, port: number): void => {
+  #onConn = (
+    fd: number,
+    port: number,
+    peer: SocketAddress | undefined,
+  ): void => {
     if (this.#stopping) {
-      conn.close();
+      net().close(fd);
       return;
     }
     const app = this.#router.route(port);
     if (app === undefined) {
-      this.#logRejected(conn, port);
-      conn.close();
+      this.#logRejected(peer, port);
+      net().close(fd);
       return;
     }
-    const session = new Session(conn, port, app);
+    let client;
+    try {
+      client = this.#loop.watch(fd);
+    } catch (error) {
+      net().close(fd);
+      log.error("Cannot serve {client} on port {port}: {error}", {
+        client: peer?.label ?? "-",
+        port,
+        error: (error as Error).message,
+      });
+      return;
+    }
+    const session = new Session(this.#loop, client, peer, port, app);
     this.#sessions.add(session);
     this.#serve(session).finally(() => this.#sessions.delete(session));
   };
@@ -169,31 +202,22 @@ export class Proxy {
   async #serve(session: Session): Promise<void> {
     const { client, app } = session;
     const settings = this.#config.settings;
-    try {
-      client.setNoDelay(true);
-    } catch {
-      // The client may already be gone; the pipe will see it.
-    }
     const connected = await connectToApp(
       app,
       settings,
       this.#resolver,
+      this.#loop,
       () => session.clientLabel,
     );
     if (connected === undefined || session.aborted) {
-      connected?.conn.close();
+      if (connected !== undefined) this.#loop.close(connected.conn.fd);
       session.finish();
       this.#logAccess(session, undefined, "no target");
       return;
     }
     const { conn, target } = connected;
-    try {
-      conn.setNoDelay(true);
-    } catch {
-      // As above.
-    }
     target.active++;
-    const pipe = new Pipe(client, conn);
+    const pipe = new Pipe(this.#loop, client, conn);
     session.pipe = pipe;
     const result = await pipe.done;
     target.active--;
@@ -256,7 +280,7 @@ export class Proxy {
     );
   }
 
-  #logRejected(conn: Deno.TcpConn, port: number) {
+  #logRejected(peer: SocketAddress | undefined, port: number) {
     const suppressed = limiter.allow(`port:${port}`, Date.now());
     if (suppressed < 0) return;
     log.warning(
@@ -265,7 +289,7 @@ export class Proxy {
         suppressed,
       ),
       {
-        client: formatAddr(conn.remoteAddr),
+        client: peer?.label ?? "-",
         port,
         suppressed,
       },

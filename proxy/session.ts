@@ -1,10 +1,13 @@
 import type { App } from "./app.ts";
+import type { EventLoop, Watched } from "./event_loop.ts";
 import type { Pipe } from "./pipe.ts";
-import { formatAddr } from "./address.ts";
+import type { SocketAddress } from "./sockaddr.ts";
 
 /** One accepted client connection, from accept until both sides close. */
 export class Session {
-  readonly client: Deno.TcpConn;
+  /** The client socket, watched by the loop; the pipe takes it over. */
+  readonly client: Watched;
+  readonly peer: SocketAddress | undefined;
   readonly port: number;
   readonly app: App;
   readonly started = Date.now();
@@ -13,20 +16,28 @@ export class Session {
   aborted = false;
   /** Settles when the session has closed both connections. */
   readonly done: Promise<void>;
+  readonly #loop: EventLoop;
   #resolve!: () => void;
-  #clientLabel: string | undefined;
+  #clientClosed = false;
 
-  constructor(client: Deno.TcpConn, port: number, app: App) {
+  constructor(
+    loop: EventLoop,
+    client: Watched,
+    peer: SocketAddress | undefined,
+    port: number,
+    app: App,
+  ) {
+    this.#loop = loop;
     this.client = client;
+    this.peer = peer;
     this.port = port;
     this.app = app;
     this.done = new Promise((resolve) => this.#resolve = resolve);
   }
 
-  /** Client address as `host:port`, for logs; formatted on first use. */
+  /** Client address as `host:port`, for logs. */
   get clientLabel(): string {
-    this.#clientLabel ??= formatAddr(this.client.remoteAddr);
-    return this.#clientLabel;
+    return this.peer?.label ?? "-";
   }
 
   /** Closes the session now: both connections, or the client while connecting. */
@@ -36,22 +47,18 @@ export class Session {
       this.pipe.abort();
       return;
     }
-    try {
-      this.client.close();
-    } catch {
-      // Already closed.
-    }
+    this.#closeClient();
   }
 
   /** Marks the session closed; called once on every path. */
   finish(): void {
-    if (this.pipe === undefined) {
-      try {
-        this.client.close();
-      } catch {
-        // Already closed by abort().
-      }
-    }
+    if (this.pipe === undefined) this.#closeClient();
     this.#resolve();
+  }
+
+  #closeClient() {
+    if (this.#clientClosed) return;
+    this.#clientClosed = true;
+    this.#loop.close(this.client.fd);
   }
 }

@@ -114,8 +114,8 @@ export class TestProxy implements AsyncDisposable {
     const parsed = parseConfig(JSON.stringify(config), "test config");
     const proxy = await Proxy.start(
       parsed,
-      (c: Config, onConn) =>
-        new PortListeners(c.settings.listenAddress, onConn),
+      (c: Config, loop, onConn) =>
+        new PortListeners(c.settings.listenAddress, loop, onConn),
     );
     return new TestProxy(proxy);
   }

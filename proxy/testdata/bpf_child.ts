@@ -6,6 +6,7 @@
 
 import { BpfFrontend } from "../bpf_frontend.ts";
 import { parsePrefix } from "../prefix.ts";
+import { MSG_NOSIGNAL, net } from "../../ffi/net.ts";
 
 const [pinRoot = "", portText = ""] = Deno.args;
 const port = Number(portText);
@@ -15,10 +16,10 @@ try {
   frontend = BpfFrontend.open({
     prefixes: [parsePrefix("127.0.0.1/32")],
     pinRoot,
-    onConn: (conn) => {
-      conn.write(new TextEncoder().encode(`child ${Deno.pid}\n`))
-        .catch(() => {})
-        .finally(() => conn.close());
+    onConn: (fd) => {
+      const line = new TextEncoder().encode(`child ${Deno.pid}\n`);
+      net().send(fd, line, line.length, MSG_NOSIGNAL);
+      net().close(fd);
     },
   });
   await frontend.apply([{ first: port, last: port }]);

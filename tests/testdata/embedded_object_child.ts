@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { net } from "../../ffi/net.ts";
 import { BpfFrontend } from "../../proxy/bpf_frontend.ts";
 import { parsePrefix } from "../../proxy/prefix.ts";
 import { detachSteering } from "../../ebpf/pinned_state.ts";
@@ -20,7 +21,7 @@ reader.releaseLock();
 
 const frontend = BpfFrontend.open({
   prefixes: [parsePrefix("127.0.0.1/32")],
-  onConn: (conn) => conn.close(),
+  onConn: (fd) => net().close(fd),
   pinRoot: pinRoot!,
 });
 await frontend.apply([{ first: port, last: port }]);

@@ -1,0 +1,143 @@
+import type { Logger } from "@logtape/logtape";
+import { strerror } from "../ffi/libc.ts";
+import {
+  EAGAIN,
+  EINTR,
+  lastErrno,
+  net,
+  setNoDelay,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+} from "../ffi/net.ts";
+import type { EventLoop } from "./event_loop.ts";
+import { isResourceExhausted } from "./os_error.ts";
+import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
+import {
+  decodeSockAddr,
+  SOCKADDR_SIZE,
+  type SocketAddress,
+} from "./sockaddr.ts";
+import { OsError } from "../ffi/libc.ts";
+
+/**
+ * Pause after an accept error that means a local resource ran out, such as
+ * EMFILE, before accepting again, in ms. Accepting at once would fail again
+ * in a busy loop.
+ */
+const RESOURCE_PAUSE_MS = 100;
+
+/** Connections taken from the backlog per event; the rest come next turn. */
+const ACCEPTS_PER_TURN = 64;
+
+/**
+ * errno values of `accept4(2)` that concern one connection only, such as a
+ * client that reset before the accept: the next accept goes on at once.
+ */
+const CONNECTION_ERRNOS = new Set([
+  103, // ECONNABORTED
+  71, // EPROTO
+  107, // ENOTCONN
+  104, // ECONNRESET
+  EINTR,
+]);
+
+const limiter = new LogRateLimiter();
+const address = new Uint8Array(SOCKADDR_SIZE);
+const addressLength = new Uint32Array(1);
+const addressLengthBytes = new Uint8Array(addressLength.buffer);
+
+/** Called with each accepted socket, which the callee then owns. */
+export type AcceptHandler = (
+  fd: number,
+  peer: SocketAddress | undefined,
+) => void;
+
+/**
+ * Accepts connections on a listening socket through the event loop, with
+ * `accept4(2)`, so the accepted sockets come as non-blocking descriptors
+ * with Nagle's algorithm off.
+ *
+ * Accept errors are logged, rate-limited, and never stop accepting. Errors
+ * of one connection are skipped at once. Running out of descriptors or
+ * memory (EMFILE, ENFILE, ENOMEM, ENOBUFS) stops watching the listener for
+ * a short pause, so the loop does not spin while nothing can be accepted;
+ * the kernel keeps new connections in the backlog meanwhile.
+ */
+export class Acceptor {
+  readonly #loop: EventLoop;
+  readonly #fd: number;
+  readonly #onAccept: AcceptHandler;
+  readonly #log: Logger;
+  readonly #label: string;
+  #pause: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+
+  /**
+   * @param fd the listening socket; the caller keeps owning it
+   * @param label names the listener in logs, such as `port 80`
+   * @throws {OsError} when the loop cannot watch `fd`
+   */
+  constructor(
+    loop: EventLoop,
+    fd: number,
+    onAccept: AcceptHandler,
+    log: Logger,
+    label: string,
+  ) {
+    this.#loop = loop;
+    this.#fd = fd;
+    this.#onAccept = onAccept;
+    this.#log = log;
+    this.#label = label;
+    // Accepted sockets inherit TCP_NODELAY from the listener, which spares
+    // one system call per connection.
+    setNoDelay(fd);
+    loop.watchListener(fd, this.#onReady);
+  }
+
+  /** Stops accepting; call it before the listener closes. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#pause);
+    this.#loop.unwatch(this.#fd);
+  }
+
+  #onReady = (): void => {
+    const symbols = net();
+    for (let i = 0; i < ACCEPTS_PER_TURN; i++) {
+      addressLength[0] = SOCKADDR_SIZE;
+      const fd = symbols.accept4(
+        this.#fd,
+        address,
+        addressLengthBytes,
+        SOCK_NONBLOCK | SOCK_CLOEXEC,
+      );
+      if (fd < 0) {
+        const code = lastErrno();
+        if (code === EAGAIN) return;
+        if (CONNECTION_ERRNOS.has(code)) continue;
+        this.#failed(code);
+        return;
+      }
+      this.#onAccept(fd, decodeSockAddr(address));
+    }
+  };
+
+  #failed(code: number) {
+    const suppressed = limiter.allow(`accept:${this.#label}`, Date.now());
+    if (suppressed >= 0) {
+      this.#log.error(
+        withSuppressed("Accept failed on {socket}: {error}", suppressed),
+        { socket: this.#label, error: strerror(code), errno: code, suppressed },
+      );
+    }
+    if (!isResourceExhausted(new OsError("accept4", code))) return;
+    // Level-triggered, the listener would be reported again at once.
+    this.#loop.unwatch(this.#fd);
+    this.#pause = setTimeout(() => {
+      this.#pause = undefined;
+      if (!this.#closed) this.#loop.watchListener(this.#fd, this.#onReady);
+    }, RESOURCE_PAUSE_MS);
+  }
+}
