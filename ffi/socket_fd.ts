@@ -31,6 +31,8 @@ export interface SockAddr {
  * Returns the descriptor of a TCP listener: the one listening socket whose
  * local address equals `listener.addr`.
  *
+ * @param hint descriptor of the listener opened just before, if any; the
+ * search starts after it
  * @throws {Error} when no descriptor or more than one matches
  */
 export function findListenerFd(
@@ -41,12 +43,12 @@ export function findListenerFd(
   const matches = (fd: number) =>
     sameAddr(getSockName(fd), local) &&
     getSockOptInt(fd, SOL_SOCKET, SO_ACCEPTCONN, 4) === 1n;
-  // Listeners opened one after another usually get consecutive descriptors,
-  // so a few probes past the last one's spare a scan of every descriptor.
-  if (hint !== undefined) {
-    for (let fd = hint + 1; fd <= hint + HINT_PROBES; fd++) {
-      if (matches(fd)) return fd;
-    }
+  // The kernel hands out the lowest free descriptor, so listeners opened
+  // one after another usually get consecutive ones, and the first one a low
+  // one: a few probes spare a scan of every descriptor.
+  const start = hint ?? -1;
+  for (let fd = start + 1; fd <= start + HINT_PROBES; fd++) {
+    if (matches(fd)) return fd;
   }
   return single(
     socketFds().filter(matches),
@@ -54,65 +56,12 @@ export function findListenerFd(
   );
 }
 
-/**
- * Returns the descriptor of a TCP connection: the socket whose local and
- * peer addresses equal those of `conn`.
- *
- * @throws {Error} when no descriptor or more than one matches
- */
-export function findConnFd(conn: Deno.TcpConn): number {
-  const local = toSockAddr(conn.localAddr);
-  const remote = toSockAddr(conn.remoteAddr);
-  const fds = socketFds().filter((fd) =>
-    sameAddr(getSockName(fd), local) && sameAddr(getPeerName(fd), remote)
-  );
-  return single(fds, `connection ${formatAddr(conn.localAddr)}`);
-}
-
-/**
- * Returns the descriptor of a TCP connection by probing descriptors near
- * `hint`, closest first, up to `radius` away. Unlike {@linkcode findConnFd}
- * it needs no access to `/proc`, and a connection opened right after the
- * hinted one is usually found within a few probes.
- *
- * @returns the descriptor, or `undefined` when none in range matches
- */
-export function findConnFdNear(
-  conn: Deno.TcpConn,
-  hint: number,
-  radius: number,
-): number | undefined {
-  const local = toSockAddr(conn.localAddr);
-  const remote = toSockAddr(conn.remoteAddr);
-  for (let distance = 0; distance <= radius; distance++) {
-    for (
-      const fd of distance === 0 ? [hint] : [hint + distance, hint - distance]
-    ) {
-      if (fd < 0) continue;
-      if (
-        sameAddr(getSockName(fd), local) && sameAddr(getPeerName(fd), remote)
-      ) {
-        return fd;
-      }
-    }
-  }
-  return undefined;
-}
-
 /** Returns the local address of socket `fd`, or `undefined` if not a socket. */
 export function getSockName(fd: number): SockAddr | undefined {
   return readName(fd, "getsockname");
 }
 
-/** Returns the peer address of socket `fd`, or `undefined` if unconnected. */
-export function getPeerName(fd: number): SockAddr | undefined {
-  return readName(fd, "getpeername");
-}
-
-function readName(
-  fd: number,
-  call: "getsockname" | "getpeername",
-): SockAddr | undefined {
+function readName(fd: number, call: "getsockname"): SockAddr | undefined {
   const buffer = new Uint8Array(SOCKADDR_SIZE);
   const length = new Uint32Array([SOCKADDR_SIZE]);
   if (libc()[call](fd, buffer, length) < 0) return undefined;

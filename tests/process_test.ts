@@ -376,3 +376,20 @@ async function countCloseWait(pid: number): Promise<number> {
   }
   return count;
 }
+
+Deno.test("anyport names the missing --allow-ffi and exits 1", async () => {
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-net",
+      `${ROOT}main.ts`,
+      "--config",
+      `${ROOT}config.json`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(code, 1);
+  assert.match(new TextDecoder().decode(stderr), /run it with --allow-ffi/);
+});

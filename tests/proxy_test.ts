@@ -14,6 +14,7 @@ import {
   roundTrip,
   TestProxy,
   TestServer,
+  waitFor,
   writeAll,
 } from "./helpers.ts";
 
@@ -480,3 +481,36 @@ async function dropSyns(port: number): Promise<AsyncDisposable> {
   );
   return { [Symbol.asyncDispose]: () => run(`delete table inet ${table}`) };
 }
+
+Deno.test("proxy holds a client back while the target does not read", async () => {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => release = resolve);
+  let received = 0;
+  await using target = new TestServer(async (conn) => {
+    await released;
+    received = await drain(conn);
+  });
+  const [port] = freePorts(1);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  const size = 64 * 1024 * 1024;
+  const conn = await connect(port!);
+  let written = 0;
+  const writer = (async () => {
+    const chunk = new Uint8Array(1024 * 1024);
+    while (written < size) {
+      written += await conn.write(chunk.subarray(0, size - written));
+    }
+    await conn.closeWrite();
+  })();
+  await delay(500);
+  // Kernel buffers on both connections hold a few MiB; the proxy must not
+  // take the rest into memory while the target reads nothing.
+  assert.ok(written < size / 2, `${written} bytes went in unread`);
+  release();
+  await writer;
+  await waitFor(() => received === size, 10_000, "the target to get all bytes");
+  closeQuietly(conn);
+});
