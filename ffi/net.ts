@@ -42,6 +42,8 @@ const SYMBOLS = {
   },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+  /** Declared with the one pointer argument that `SIOCOUTQ` takes. */
+  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
@@ -157,4 +159,16 @@ export function descriptorLimit(): number {
   }
   const soft = limits[0]!;
   return Number(soft > 1_048_576n ? 1_048_576n : soft);
+}
+
+/** `ioctl(2)` request for the bytes in a socket's send queue. */
+const SIOCOUTQ = 0x5411n;
+
+/**
+ * Returns the bytes that socket `fd` holds for sending, not yet sent or not
+ * yet acknowledged by the peer, or 0 when the call fails.
+ */
+export function sendQueueBytes(fd: number): number {
+  if (net().ioctl(fd, SIOCOUTQ, optionValue) < 0) return 0;
+  return optionView.getInt32(0, true);
 }

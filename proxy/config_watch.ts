@@ -1,4 +1,4 @@
-import { dirname } from "node:path";
+import { basename, dirname, resolve } from "node:path";
 
 /** Quiet time after the last file event before a reload, in ms. */
 const DEBOUNCE_MS = 200;
@@ -27,8 +27,12 @@ export function watchConfig(
   }
   const watcher = Deno.watchFs([...directories], { recursive: false });
   let timer: ReturnType<typeof setTimeout> | undefined;
+  const relevant = relevantPaths(path);
   (async () => {
-    for await (const _ of watcher) {
+    for await (const event of watcher) {
+      // Other files in the same directory, such as a log file, would put
+      // the reload off for as long as they keep changing.
+      if (!event.paths.some(relevant)) continue;
       clearTimeout(timer);
       timer = setTimeout(() => onChange("file"), DEBOUNCE_MS);
     }
@@ -44,6 +48,31 @@ export function watchConfig(
       watcher.close();
     } catch {
       // Already closed.
+    }
+  };
+}
+
+/**
+ * Returns a test for paths whose change can change the config: the file
+ * itself, the file it links to now or did at start, and the `..`-prefixed
+ * entries through which Kubernetes swaps a mounted ConfigMap.
+ */
+function relevantPaths(path: string): (changed: string) => boolean {
+  const own = resolve(path);
+  let initial: string | undefined;
+  try {
+    initial = Deno.realPathSync(path);
+  } catch {
+    // The file is missing; changes to its own path still count.
+  }
+  return (changed) => {
+    const full = resolve(changed);
+    if (full === own || full === initial) return true;
+    if (basename(full).startsWith("..")) return true;
+    try {
+      return full === Deno.realPathSync(path);
+    } catch {
+      return false;
     }
   };
 }

@@ -1,6 +1,11 @@
 import { getLogger } from "@logtape/logtape";
 import type { App } from "./app.ts";
-import { DialError, dialTarget } from "./dial.ts";
+import {
+  DialCancelled,
+  type DialControl,
+  DialError,
+  dialTarget,
+} from "./dial.ts";
 import type { EventLoop, Watched } from "./event_loop.ts";
 import { isResourceExhausted } from "./os_error.ts";
 import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
@@ -27,6 +32,7 @@ export interface TargetConn {
  * as back up.
  *
  * @param client returns the client address, for the logs
+ * @param control cancels the connect, and the tries of further targets
  * @returns the connection, or `undefined` when no target could be reached
  */
 export async function connectToApp(
@@ -35,10 +41,12 @@ export async function connectToApp(
   resolver: Resolver,
   loop: EventLoop,
   client: () => string,
+  control?: DialControl,
 ): Promise<TargetConn | undefined> {
   const candidates = app.balancer.order(app.targets, Date.now());
   let attempts = 0;
   for (const [i, target] of candidates.entries()) {
+    if (control?.cancelled) return undefined;
     attempts++;
     target.beginConnect();
     try {
@@ -47,6 +55,7 @@ export async function connectToApp(
         settings.connectTimeoutMs,
         resolver,
         loop,
+        control,
       );
       if (target.recordSuccess()) {
         log.info("Target {target} of app {app} is back up", {
@@ -56,6 +65,11 @@ export async function connectToApp(
       }
       return { conn, target, attempts };
     } catch (error) {
+      if (error instanceof DialCancelled) {
+        // The client is gone; the target is not to blame.
+        target.cancelConnect();
+        return undefined;
+      }
       if (!(error instanceof DialError)) throw error;
       if (isResourceExhausted(error.cause)) {
         // The proxy itself is out of descriptors or memory: the target is

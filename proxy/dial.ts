@@ -33,6 +33,30 @@ export class DialError extends Error {
 
 class Timeout extends Error {}
 
+/** Raised when {@linkcode DialControl.cancel} ended the connect. */
+export class DialCancelled extends Error {
+  constructor() {
+    super("The connect was cancelled");
+    this.name = "DialCancelled";
+  }
+}
+
+/**
+ * Lets the caller cancel a connect in progress, such as when a drain ends
+ * while a client still waits for its target.
+ */
+export class DialControl {
+  cancelled = false;
+  /** Ends the attempt in flight; set by the attempt itself. */
+  stop: (() => void) | undefined;
+
+  /** Closes the socket of the attempt in flight and stops further tries. */
+  cancel(): void {
+    this.cancelled = true;
+    this.stop?.();
+  }
+}
+
 /**
  * Connects to a target, looking up its host name through `resolver` first.
  * The whole attempt, lookup included, is cut off after `timeoutMs`, so a
@@ -41,12 +65,14 @@ class Timeout extends Error {}
  *
  * @returns the connected socket, watched by `loop` with no handler yet
  * @throws {DialError} naming the target and the reason
+ * @throws {DialCancelled} when `control` was cancelled
  */
 export async function dialTarget(
   target: TargetAddress,
   timeoutMs: number,
   resolver: Resolver,
   loop: EventLoop,
+  control?: DialControl,
 ): Promise<Watched> {
   const deadline = Date.now() + timeoutMs;
   let addresses: string[];
@@ -59,6 +85,7 @@ export async function dialTarget(
   }
   let lastError: unknown;
   for (const hostname of addresses) {
+    if (control?.cancelled) throw new DialCancelled();
     const address = sockAddrOf(hostname, target.port);
     if (address === undefined) {
       lastError = new Error(`the resolver returned "${hostname}"`);
@@ -70,8 +97,9 @@ export async function dialTarget(
       break;
     }
     try {
-      return await connectOnce(loop, address, remaining);
+      return await connectOnce(loop, address, remaining, control);
     } catch (error) {
+      if (error instanceof DialCancelled) throw error;
       lastError = error;
       if (error instanceof Timeout) break;
     }
@@ -110,6 +138,7 @@ function connectOnce(
   loop: EventLoop,
   sockaddr: Uint8Array<ArrayBuffer>,
   timeoutMs: number,
+  control: DialControl | undefined,
 ): Promise<Watched> {
   const symbols = net();
   const family = sockaddr[0] === AF_INET ? AF_INET : AF_INET6;
@@ -135,20 +164,28 @@ function connectOnce(
     return Promise.reject(error);
   }
   return new Promise((resolve, reject) => {
-    const timer = loop.after(timeoutMs, () => {
+    const end = (error: Error) => {
+      if (control !== undefined) control.stop = undefined;
       loop.close(fd);
-      reject(new Timeout());
-    });
+      reject(error);
+    };
+    const timer = loop.after(timeoutMs, () => end(new Timeout()));
+    if (control !== undefined) {
+      control.stop = () => {
+        timer.cancel();
+        end(new DialCancelled());
+      };
+    }
     const onReady = (w: Watched) => {
       if (!w.writable && !w.failed) return;
       timer.cancel();
+      if (control !== undefined) control.stop = undefined;
       w.handler = undefined;
       if (w.failed) {
         w.failed = false;
         const code = socketError(fd);
         if (code !== 0) {
-          loop.close(fd);
-          reject(new OsError("connect", code));
+          end(new OsError("connect", code));
           return;
         }
       }

@@ -3,6 +3,7 @@ import {
   lastErrno,
   MSG_NOSIGNAL,
   net,
+  sendQueueBytes,
   SHUT_WR,
   socketError,
 } from "../ffi/net.ts";
@@ -15,10 +16,10 @@ import { type EventLoop, isRetry, type Watched } from "./event_loop.ts";
 export const READ_BUFFER_SIZE = 64 * 1024;
 
 /**
- * Reads one direction makes per event before it lets other connections run;
+ * Reads one direction makes per turn before it lets other connections run;
  * the rest waits for the end of the batch.
  */
-const READS_PER_TURN = 16;
+const READS_PER_TURN = 4;
 
 const ECONNRESET = 104;
 const EPIPE = 32;
@@ -62,6 +63,8 @@ class Direction {
   eof = false;
   /** The FIN went on to `dst`, or the pipe closed. */
   finished = false;
+  /** A turn is queued with `EventLoop.defer`; events wait for it. */
+  deferred = false;
 
   constructor(from: Side, src: Watched, dst: Watched) {
     this.from = from;
@@ -99,6 +102,8 @@ export class Pipe {
   #closed = false;
   /** Directions that passed their FIN on. */
   #ended = 0;
+  /** Bytes queued towards both peers at the last idle check. */
+  #lastQueued = 0;
 
   /**
    * Takes over two watched sockets: from now on the pipe handles their
@@ -120,13 +125,31 @@ export class Pipe {
   }
 
   /**
-   * Closes both sockets now with a FIN, at idle timeout. Bytes already
-   * handed to the kernel are still delivered before the FIN.
+   * Closes the pipe at idle timeout, unless bytes moved since the last call:
+   * a peer that reads slowly drains the kernel's send queue even while the
+   * proxy has nothing new to send, and that counts as activity. An idle pipe
+   * closes with a FIN when every byte was delivered, and with a reset when
+   * bytes are still queued, so a peer never takes a cut stream for a whole one.
+   *
+   * @returns whether the pipe closed
    */
-  expire(): void {
-    if (this.#closed) return;
+  expire(now: number): boolean {
+    if (this.#closed) return true;
+    const queued = sendQueueBytes(this.#client.fd) +
+      sendQueueBytes(this.#target.fd) + (this.#up.pending?.length ?? 0) +
+      (this.#down.pending?.length ?? 0);
+    if (queued !== this.#lastQueued) {
+      this.#lastQueued = queued;
+      this.lastActive = now;
+      return false;
+    }
     this.#end ??= "idle";
+    if (queued > 0) {
+      this.#resetBoth();
+      return true;
+    }
     this.#close();
+    return true;
   }
 
   /** Resets both connections now, at the end of a drain. */
@@ -134,6 +157,10 @@ export class Pipe {
     if (this.#closed) return;
     this.#end ??= "aborted";
     // Resets, not FINs, so neither peer takes a cut stream for a whole one.
+    this.#resetBoth();
+  }
+
+  #resetBoth(): void {
     this.#closed = true;
     this.#loop.release(this.#client.fd);
     this.#loop.release(this.#target.fd);
@@ -145,25 +172,21 @@ export class Pipe {
   #onReady = (watched: Watched): void => {
     if (this.#closed) return;
     const side: Side = watched === this.#client ? "client" : "target";
-    if (watched.failed) {
-      watched.failed = false;
-      const code = socketError(watched.fd);
-      if (code !== 0) {
-        this.#fail(side, code);
-        return;
-      }
-    }
-    if (side === "client") {
-      this.#pump(this.#up);
-      this.#pump(this.#down);
-    } else {
-      this.#pump(this.#down);
-      this.#pump(this.#up);
-    }
+    // Reads first: bytes that a peer sent before its reset are still queued,
+    // and recv(2) returns them before it reports the error.
+    const reading = side === "client" ? this.#up : this.#down;
+    this.#pump(reading);
+    this.#pump(reading === this.#up ? this.#down : this.#up);
+    if (!watched.failed || this.#closed) return;
+    watched.failed = false;
+    // Once its direction has ended, no further read reports the error.
+    if (!reading.eof) return;
+    const code = socketError(watched.fd);
+    if (code !== 0) this.#fail(side, code);
   };
 
   #pump(d: Direction): void {
-    if (this.#closed || d.finished) return;
+    if (this.#closed || d.finished || d.deferred) return;
     const symbols = net();
     if (d.pending !== null) {
       if (!d.dst.writable) return;
@@ -191,7 +214,11 @@ export class Pipe {
     let reads = 0;
     while (!d.eof && d.src.readable) {
       if (++reads > READS_PER_TURN) {
-        this.#loop.defer(() => this.#pump(d));
+        d.deferred = true;
+        this.#loop.defer(() => {
+          d.deferred = false;
+          this.#pump(d);
+        });
         return;
       }
       const n = symbols.recv(d.src.fd, shared, READ_BUFFER_SIZE, 0);

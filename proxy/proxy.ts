@@ -208,6 +208,7 @@ export class Proxy {
       this.#resolver,
       this.#loop,
       () => session.clientLabel,
+      session.dial,
     );
     if (connected === undefined || session.aborted) {
       if (connected !== undefined) this.#loop.close(connected.conn.fd);
@@ -306,7 +307,9 @@ export class Proxy {
       const cutoff = Date.now() - idleMs;
       for (const session of this.#sessions) {
         const pipe = session.pipe;
-        if (pipe !== undefined && pipe.lastActive < cutoff) pipe.expire();
+        if (pipe !== undefined && pipe.lastActive < cutoff) {
+          pipe.expire(Date.now());
+        }
       }
     }, interval);
     Deno.unrefTimer(this.#idleTimer as unknown as number);

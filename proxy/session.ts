@@ -2,6 +2,8 @@ import type { App } from "./app.ts";
 import type { EventLoop, Watched } from "./event_loop.ts";
 import type { Pipe } from "./pipe.ts";
 import type { SocketAddress } from "./sockaddr.ts";
+import { DialControl } from "./dial.ts";
+import { closeWithReset, net, SHUT_WR } from "../ffi/net.ts";
 
 /** One accepted client connection, from accept until both sides close. */
 export class Session {
@@ -14,6 +16,8 @@ export class Session {
   /** Set once a target accepted the connection and bytes flow. */
   pipe: Pipe | undefined;
   aborted = false;
+  /** Cancels the connect to a target while there is no pipe yet. */
+  readonly dial = new DialControl();
   /** Settles when the session has closed both connections. */
   readonly done: Promise<void>;
   readonly #loop: EventLoop;
@@ -40,14 +44,21 @@ export class Session {
     return this.peer?.label ?? "-";
   }
 
-  /** Closes the session now: both connections, or the client while connecting. */
+  /**
+   * Resets the session now: both connections, or the client and the connect
+   * in progress.
+   */
   abort(): void {
     this.aborted = true;
     if (this.pipe !== undefined) {
       this.pipe.abort();
       return;
     }
-    this.#closeClient();
+    this.dial.cancel();
+    if (this.#clientClosed) return;
+    this.#clientClosed = true;
+    this.#loop.release(this.client.fd);
+    closeWithReset(this.client.fd);
   }
 
   /** Marks the session closed; called once on every path. */
@@ -59,6 +70,9 @@ export class Session {
   #closeClient() {
     if (this.#clientClosed) return;
     this.#clientClosed = true;
+    // The FIN goes out before close(2), which answers bytes the client sent
+    // and nobody read with a reset, so the client reads a clean end first.
+    net().shutdown(this.client.fd, SHUT_WR);
     this.#loop.close(this.client.fd);
   }
 }

@@ -198,6 +198,43 @@ Deno.test("proxy passes a half-close and keeps the other direction open", async 
   assert.equal(reply, "got 100000 bytes");
 });
 
+Deno.test({
+  name: "proxy stop resets a client still waiting for its target",
+  ignore: !isRoot() || !hasNft(),
+  async fn() {
+    const [port, first, second] = freePorts(3);
+    await using _first = await dropSyns(first!);
+    await using _second = await dropSyns(second!);
+    const proxy = await TestProxy.start({
+      ...FAST_SETTINGS,
+      ConnectTimeoutMs: 10_000,
+      DrainTimeoutMs: 100,
+      Apps: [{
+        Name: "a",
+        Ports: [port],
+        Targets: [`127.0.0.1:${first}`, `127.0.0.1:${second}`],
+      }],
+    });
+    const conn = await connect(port!);
+    await delay(100);
+    const started = Date.now();
+    await proxy[Symbol.asyncDispose]();
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed < 1_000, `stop took ${elapsed} ms`);
+    let clientError: unknown;
+    try {
+      await drain(conn);
+    } catch (error) {
+      clientError = error;
+    }
+    closeQuietly(conn);
+    assert.ok(
+      clientError instanceof Deno.errors.ConnectionReset,
+      `client saw ${clientError}; want ConnectionReset`,
+    );
+  },
+});
+
 Deno.test("proxy turns a client reset into a target reset", async () => {
   let targetError: unknown;
   const sawEnd = Promise.withResolvers<void>();
@@ -255,6 +292,52 @@ Deno.test("proxy turns a target reset into a client reset", async () => {
       clientError instanceof Deno.errors.ConnectionReset,
       `client saw ${clientError}; want ConnectionReset`,
     );
+  } finally {
+    await new Promise((resolve) => target.close(resolve));
+  }
+});
+
+Deno.test("proxy delivers a reply sent just before a target reset", async () => {
+  const reply = "x".repeat(10_000);
+  const target = net.createServer((socket) => {
+    socket.once("data", () => {
+      socket.write(reply, () => socket.resetAndDestroy());
+    });
+  });
+  await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
+  const targetPort = (target.address() as net.AddressInfo).port;
+  const [port] = freePorts(1);
+  try {
+    await using _proxy = await TestProxy.start({
+      ...FAST_SETTINGS,
+      Apps: [{
+        Name: "a",
+        Ports: [port],
+        Targets: [`127.0.0.1:${targetPort}`],
+      }],
+    });
+    for (let i = 0; i < 20; i++) {
+      const conn = await connect(port!);
+      await writeAll(conn, new TextEncoder().encode("request"));
+      let received = 0;
+      let clientError: unknown;
+      const buffer = new Uint8Array(65536);
+      try {
+        for (;;) {
+          const n = await conn.read(buffer);
+          if (n === null) break;
+          received += n;
+        }
+      } catch (error) {
+        clientError = error;
+      }
+      closeQuietly(conn);
+      assert.equal(received, reply.length, `connection ${i}`);
+      assert.ok(
+        clientError instanceof Deno.errors.ConnectionReset,
+        `client saw ${clientError}; want ConnectionReset`,
+      );
+    }
   } finally {
     await new Promise((resolve) => target.close(resolve));
   }
