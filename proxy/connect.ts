@@ -3,10 +3,10 @@ import type { App } from "./app.ts";
 import {
   DialCancelled,
   type DialControl,
-  DialError,
+  type DialError,
   dialTarget,
 } from "./dial.ts";
-import type { EventLoop, Watched } from "./event_loop.ts";
+import { type EventLoop, Watched } from "./event_loop.ts";
 import { isResourceExhausted } from "./os_error.ts";
 import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
 import type { Resolver } from "./resolver.ts";
@@ -33,67 +33,71 @@ export interface TargetConn {
  *
  * @param client returns the client address, for the logs
  * @param control cancels the connect, and the tries of further targets
- * @returns the connection, or `undefined` when no target could be reached
+ * @param done gets the connection, or `undefined` when no target could be
+ * reached or `control` was cancelled; it may be called before this returns
  */
-export async function connectToApp(
+export function connectToApp(
   app: App,
   settings: Settings,
   resolver: Resolver,
   loop: EventLoop,
   client: () => string,
-  control?: DialControl,
-): Promise<TargetConn | undefined> {
+  control: DialControl | undefined,
+  done: (connected: TargetConn | undefined) => void,
+): void {
   const candidates = app.balancer.order(app.targets, Date.now());
-  let attempts = 0;
-  for (const [i, target] of candidates.entries()) {
-    if (control?.cancelled) return undefined;
-    attempts++;
+  let index = 0;
+  const next = (): void => {
+    const target = candidates[index];
+    if (target === undefined || control?.cancelled) return done(undefined);
+    index++;
     target.beginConnect();
-    try {
-      const conn = await dialTarget(
-        target.address,
-        settings.connectTimeoutMs,
-        resolver,
-        loop,
-        control,
-      );
-      if (target.recordSuccess()) {
-        log.info("Target {target} of app {app} is back up", {
-          app: app.name,
-          target: target.address.label,
-        });
-      }
-      return { conn, target, attempts };
-    } catch (error) {
-      if (error instanceof DialCancelled) {
-        // The client is gone; the target is not to blame.
-        target.cancelConnect();
-        return undefined;
-      }
-      if (!(error instanceof DialError)) throw error;
-      if (isResourceExhausted(error.cause)) {
-        // The proxy itself is out of descriptors or memory: the target is
-        // not to blame, and the other targets would fail the same way.
-        target.cancelConnect();
-        logResourceError(app, target, error, client);
-        return undefined;
-      }
-      const wasUp = target.failures === 0;
-      const period = target.recordFailure(
-        Date.now(),
-        settings.backoffMs,
-        settings.maxBackoffMs,
-      );
-      logFailure(app, target, error, client, i < candidates.length - 1);
-      if (wasUp) {
-        log.warning(
-          "Target {target} of app {app} marked down for {backoffMs} ms",
-          { app: app.name, target: target.address.label, backoffMs: period },
+    dialTarget(
+      target.address,
+      settings.connectTimeoutMs,
+      resolver,
+      loop,
+      control,
+      (result) => {
+        if (result instanceof Watched) {
+          if (target.recordSuccess()) {
+            log.info("Target {target} of app {app} is back up", {
+              app: app.name,
+              target: target.address.label,
+            });
+          }
+          return done({ conn: result, target, attempts: index });
+        }
+        if (result instanceof DialCancelled) {
+          // The client is gone; the target is not to blame.
+          target.cancelConnect();
+          return done(undefined);
+        }
+        if (isResourceExhausted(result.cause)) {
+          // The proxy itself is out of descriptors or memory: the target is
+          // not to blame, and the other targets would fail the same way.
+          target.cancelConnect();
+          logResourceError(app, target, result, client);
+          return done(undefined);
+        }
+        const wasUp = target.failures === 0;
+        const period = target.recordFailure(
+          Date.now(),
+          settings.backoffMs,
+          settings.maxBackoffMs,
         );
-      }
-    }
-  }
-  return undefined;
+        logFailure(app, target, result, client, index < candidates.length);
+        if (wasUp) {
+          log.warning(
+            "Target {target} of app {app} marked down for {backoffMs} ms",
+            { app: app.name, target: target.address.label, backoffMs: period },
+          );
+        }
+        next();
+      },
+    );
+  };
+  next();
 }
 
 function logResourceError(

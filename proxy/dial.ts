@@ -9,7 +9,7 @@ import {
   SOCK_STREAM,
   socketError,
 } from "../ffi/net.ts";
-import type { Deadline, EventLoop, Watched } from "./event_loop.ts";
+import { type EventLoop, Watched } from "./event_loop.ts";
 import { parseAddress } from "./prefix.ts";
 import type { Resolver } from "./resolver.ts";
 import { AF_INET, AF_INET6, encodeSockAddr } from "./sockaddr.ts";
@@ -57,54 +57,80 @@ export class DialControl {
   }
 }
 
+/** Called once with the outcome of {@linkcode dialTarget}. */
+export type DialCallback = (
+  result: Watched | DialError | DialCancelled,
+) => void;
+
 /**
  * Connects to a target, looking up its host name through `resolver` first.
  * The whole attempt, lookup included, is cut off after `timeoutMs`, so a
  * blackholed target or a slow resolver keeps the client waiting no longer
  * than that. When the name has several addresses, each is tried in turn.
  *
- * @returns the connected socket, watched by `loop` with no handler yet
- * @throws {DialError} naming the target and the reason
- * @throws {DialCancelled} when `control` was cancelled
+ * Callbacks rather than promises, because a connect per client connection
+ * made the promise machinery and its garbage a visible share of the CPU.
+ *
+ * @param done gets the connected socket (watched by `loop`, with no handler
+ * yet), a {@linkcode DialError} naming the target and the reason, or a
+ * {@linkcode DialCancelled} when `control` was cancelled. It may be called
+ * before `dialTarget` returns.
  */
-export async function dialTarget(
+export function dialTarget(
   target: TargetAddress,
   timeoutMs: number,
   resolver: Resolver,
   loop: EventLoop,
-  control?: DialControl,
-): Promise<Watched> {
+  control: DialControl | undefined,
+  done: DialCallback,
+): void {
   const deadline = Date.now() + timeoutMs;
-  let addresses: string[];
-  try {
-    addresses = target.literal
-      ? [target.hostname]
-      : await withDeadline(resolver.resolve(target.hostname), timeoutMs, loop);
-  } catch (error) {
-    throw new DialError(target, describe(error, timeoutMs), error);
-  }
-  let lastError: unknown;
-  for (const hostname of addresses) {
-    if (control?.cancelled) throw new DialCancelled();
-    const address = sockAddrOf(hostname, target.port);
-    if (address === undefined) {
-      lastError = new Error(`the resolver returned "${hostname}"`);
-      continue;
+  const fail = (error: unknown) =>
+    done(new DialError(target, describe(error, timeoutMs), error));
+  const tryAddress = (addresses: readonly string[], index: number) => {
+    if (control?.cancelled) return done(new DialCancelled());
+    const hostname = addresses[index];
+    if (hostname === undefined) return fail(new Error("no address left"));
+    const sockaddr = sockAddrOf(hostname, target.port);
+    if (sockaddr === undefined) {
+      return fail(new Error(`the resolver returned "${hostname}"`));
     }
     const remaining = deadline - Date.now();
-    if (remaining <= 0) {
-      lastError = new Timeout();
-      break;
-    }
-    try {
-      return await connectOnce(loop, address, remaining, control);
-    } catch (error) {
-      if (error instanceof DialCancelled) throw error;
-      lastError = error;
-      if (error instanceof Timeout) break;
-    }
+    if (remaining <= 0) return fail(new Timeout());
+    connectOnce(loop, sockaddr, remaining, control, (result) => {
+      if (result instanceof Watched || result instanceof DialCancelled) {
+        return done(result);
+      }
+      if (result instanceof Timeout || index + 1 >= addresses.length) {
+        return fail(result);
+      }
+      tryAddress(addresses, index + 1);
+    });
+  };
+  if (target.literal) {
+    tryAddress([target.hostname], 0);
+    return;
   }
-  throw new DialError(target, describe(lastError, timeoutMs), lastError);
+  let settled = false;
+  const timer = loop.after(timeoutMs, () => {
+    if (settled) return;
+    settled = true;
+    fail(new Timeout());
+  });
+  resolver.resolve(target.hostname).then(
+    (addresses) => {
+      if (settled) return;
+      settled = true;
+      timer.cancel();
+      tryAddress(addresses, 0);
+    },
+    (error) => {
+      if (settled) return;
+      settled = true;
+      timer.cancel();
+      fail(error);
+    },
+  );
 }
 
 /**
@@ -133,13 +159,17 @@ function sockAddrOf(
   return sockaddr;
 }
 
-/** Opens a non-blocking socket and connects it to `sockaddr`. */
+/**
+ * Opens a non-blocking socket and connects it to `sockaddr`; `done` gets
+ * the socket or the error, possibly before this returns.
+ */
 function connectOnce(
   loop: EventLoop,
   sockaddr: Uint8Array<ArrayBuffer>,
   timeoutMs: number,
   control: DialControl | undefined,
-): Promise<Watched> {
+  done: (result: Watched | Error) => void,
+): void {
   const symbols = net();
   const family = sockaddr[0] === AF_INET ? AF_INET : AF_INET6;
   const fd = symbols.socket(
@@ -147,13 +177,13 @@ function connectOnce(
     SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
     0,
   );
-  if (fd < 0) return Promise.reject(new OsError("socket", lastErrno()));
+  if (fd < 0) return done(new OsError("socket", lastErrno()));
   setNoDelay(fd);
   if (symbols.connect(fd, sockaddr, sockaddr.length) < 0) {
     const code = lastErrno();
     if (code !== EINPROGRESS) {
       symbols.close(fd);
-      return Promise.reject(new OsError("connect", code));
+      return done(new OsError("connect", code));
     }
   }
   let watched: Watched;
@@ -161,53 +191,38 @@ function connectOnce(
     watched = loop.watch(fd);
   } catch (error) {
     symbols.close(fd);
-    return Promise.reject(error);
+    return done(error as Error);
   }
-  return new Promise((resolve, reject) => {
-    const end = (error: Error) => {
-      if (control !== undefined) control.stop = undefined;
-      loop.close(fd);
-      reject(error);
-    };
-    const timer = loop.after(timeoutMs, () => end(new Timeout()));
-    if (control !== undefined) {
-      control.stop = () => {
-        timer.cancel();
-        end(new DialCancelled());
-      };
-    }
-    const onReady = (w: Watched) => {
-      if (!w.writable && !w.failed) return;
+  const end = (error: Error) => {
+    if (control !== undefined) control.stop = undefined;
+    loop.close(fd);
+    done(error);
+  };
+  const timer = loop.after(timeoutMs, () => end(new Timeout()));
+  if (control !== undefined) {
+    control.stop = () => {
       timer.cancel();
-      if (control !== undefined) control.stop = undefined;
-      w.handler = undefined;
-      if (w.failed) {
-        w.failed = false;
-        const code = socketError(fd);
-        if (code !== 0) {
-          end(new OsError("connect", code));
-          return;
-        }
-      }
-      resolve(w);
+      end(new DialCancelled());
     };
-    watched.handler = onReady;
-    // The connect may have finished before the socket was watched.
-    if (watched.writable || watched.failed) onReady(watched);
-  });
-}
-
-/** Settles like `promise`, or rejects with a timeout after `timeoutMs`. */
-function withDeadline<T>(
-  promise: Promise<T>,
-  timeoutMs: number,
-  loop: EventLoop,
-): Promise<T> {
-  let timer: Deadline | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = loop.after(timeoutMs, () => reject(new Timeout()));
-  });
-  return Promise.race([promise, timeout]).finally(() => timer?.cancel());
+  }
+  const onReady = (w: Watched) => {
+    if (!w.writable && !w.failed) return;
+    timer.cancel();
+    if (control !== undefined) control.stop = undefined;
+    w.handler = undefined;
+    if (w.failed) {
+      w.failed = false;
+      const code = socketError(fd);
+      if (code !== 0) {
+        end(new OsError("connect", code));
+        return;
+      }
+    }
+    done(w);
+  };
+  watched.handler = onReady;
+  // The connect may have finished before the socket was watched.
+  if (watched.writable || watched.failed) onReady(watched);
 }
 
 function describe(error: unknown, timeoutMs: number): string {

@@ -84,7 +84,7 @@ class Direction {
  * more than one read of data per direction. An idle connection holds no
  * buffer at all. When one side finishes sending, the other side's write half
  * is shut down and the opposite direction goes on. When one side resets or
- * fails, the other is reset. Both sockets are closed once `done` settles.
+ * fails, the other is reset. Both sockets are closed before `onDone` runs.
  */
 export class Pipe {
   readonly #loop: EventLoop;
@@ -96,8 +96,7 @@ export class Pipe {
   received = 0;
   /** Time of the last byte in either direction, from `Date.now()`. */
   lastActive: number;
-  readonly done: Promise<PipeResult>;
-  #resolve!: (result: PipeResult) => void;
+  readonly #onDone: (result: PipeResult) => void;
   #end: PipeResult["end"] | undefined;
   #closed = false;
   /** Directions that passed their FIN on. */
@@ -106,22 +105,36 @@ export class Pipe {
   #lastQueued = 0;
 
   /**
-   * Takes over two watched sockets: from now on the pipe handles their
+   * Takes over two watched sockets: once started, the pipe handles their
    * events and closes them.
+   *
+   * @param onDone called once, when both sockets are closed
    */
-  constructor(loop: EventLoop, client: Watched, target: Watched) {
+  constructor(
+    loop: EventLoop,
+    client: Watched,
+    target: Watched,
+    onDone: (result: PipeResult) => void,
+  ) {
     this.#loop = loop;
     this.#client = client;
     this.#target = target;
     this.#up = new Direction("client", client, target);
     this.#down = new Direction("target", target, client);
     this.lastActive = loop.now;
-    this.done = new Promise((resolve) => this.#resolve = resolve);
-    client.handler = this.#onReady;
-    target.handler = this.#onReady;
+    this.#onDone = onDone;
+  }
+
+  /**
+   * Starts copying. `onDone` may run before this returns, when both sides
+   * ended already.
+   */
+  start(): void {
+    this.#client.handler = this.#onReady;
+    this.#target.handler = this.#onReady;
     // Readiness seen before the pipe took over is in the flags already.
-    this.#onReady(client);
-    this.#onReady(target);
+    this.#onReady(this.#client);
+    this.#onReady(this.#target);
   }
 
   /**
@@ -298,7 +311,7 @@ export class Pipe {
   #settle(): void {
     this.#up.pending = null;
     this.#down.pending = null;
-    this.#resolve({
+    this.#onDone({
       sent: this.sent,
       received: this.received,
       end: this.#end ?? "closed",

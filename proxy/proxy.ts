@@ -1,9 +1,9 @@
 import { getLogger } from "@logtape/logtape";
 import { App } from "./app.ts";
 import type { Config } from "./config.ts";
-import { connectToApp } from "./connect.ts";
+import { connectToApp, type TargetConn } from "./connect.ts";
 import type { Frontend } from "./frontend.ts";
-import { Pipe } from "./pipe.ts";
+import { Pipe, type PipeResult } from "./pipe.ts";
 import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
 import { Resolver } from "./resolver.ts";
 import { Router } from "./router.ts";
@@ -196,34 +196,36 @@ export class Proxy {
     }
     const session = new Session(this.#loop, client, peer, port, app);
     this.#sessions.add(session);
-    this.#serve(session).finally(() => this.#sessions.delete(session));
-  };
-
-  async #serve(session: Session): Promise<void> {
-    const { client, app } = session;
-    const settings = this.#config.settings;
-    const connected = await connectToApp(
+    connectToApp(
       app,
-      settings,
+      this.#config.settings,
       this.#resolver,
       this.#loop,
       () => session.clientLabel,
       session.dial,
+      (connected) => this.#serve(session, connected),
     );
+  };
+
+  /** Pipes a session to its target, or ends it when there is none. */
+  #serve(session: Session, connected: TargetConn | undefined): void {
     if (connected === undefined || session.aborted) {
       if (connected !== undefined) this.#loop.close(connected.conn.fd);
       session.finish();
+      this.#sessions.delete(session);
       this.#logAccess(session, undefined, "no target");
       return;
     }
     const { conn, target } = connected;
     target.active++;
-    const pipe = new Pipe(this.#loop, client, conn);
+    const pipe = new Pipe(this.#loop, session.client, conn, (result) => {
+      target.active--;
+      session.finish();
+      this.#sessions.delete(session);
+      this.#logAccess(session, target.address.label, result.end, result);
+    });
     session.pipe = pipe;
-    const result = await pipe.done;
-    target.active--;
-    session.finish();
-    this.#logAccess(session, target.address.label, result.end, pipe);
+    pipe.start();
   }
 
   /**
@@ -263,7 +265,7 @@ export class Proxy {
     session: Session,
     target: string | undefined,
     end: string,
-    pipe?: Pipe,
+    pipe?: PipeResult,
   ) {
     if (!accessLog.isEnabledFor("info")) return;
     accessLog.info(

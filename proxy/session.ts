@@ -18,11 +18,11 @@ export class Session {
   aborted = false;
   /** Cancels the connect to a target while there is no pipe yet. */
   readonly dial = new DialControl();
-  /** Settles when the session has closed both connections. */
-  readonly done: Promise<void>;
   readonly #loop: EventLoop;
-  #resolve!: () => void;
   #clientClosed = false;
+  #finished = false;
+  /** Callers of `done`, created only when a drain asks. */
+  #waiters: (() => void)[] | undefined;
 
   constructor(
     loop: EventLoop,
@@ -36,7 +36,12 @@ export class Session {
     this.peer = peer;
     this.port = port;
     this.app = app;
-    this.done = new Promise((resolve) => this.#resolve = resolve);
+  }
+
+  /** Settles when the session has closed both connections. */
+  get done(): Promise<void> {
+    if (this.#finished) return Promise.resolve();
+    return new Promise((resolve) => (this.#waiters ??= []).push(resolve));
   }
 
   /** Client address as `host:port`, for logs. */
@@ -54,17 +59,21 @@ export class Session {
       this.pipe.abort();
       return;
     }
+    // The reset goes first: cancelling ends the session at once, and its
+    // end would otherwise close the client with a FIN.
+    if (!this.#clientClosed) {
+      this.#clientClosed = true;
+      this.#loop.release(this.client.fd);
+      closeWithReset(this.client.fd);
+    }
     this.dial.cancel();
-    if (this.#clientClosed) return;
-    this.#clientClosed = true;
-    this.#loop.release(this.client.fd);
-    closeWithReset(this.client.fd);
   }
 
   /** Marks the session closed; called once on every path. */
   finish(): void {
     if (this.pipe === undefined) this.#closeClient();
-    this.#resolve();
+    this.#finished = true;
+    for (const resolve of this.#waiters ?? []) resolve();
   }
 
   #closeClient() {

@@ -597,3 +597,57 @@ Deno.test("proxy holds a client back while the target does not read", async () =
   await waitFor(() => received === size, 10_000, "the target to get all bytes");
   closeQuietly(conn);
 });
+
+Deno.test("proxy keeps a reader slower than its socket buffer", async () => {
+  // The proxy's sends stall for longer than the idle timeout while the
+  // client drains the kernel's buffers; that still counts as activity.
+  const size = 4 * 1024 * 1024;
+  await using target = new TestServer(async (conn) => {
+    await writeAll(conn, new Uint8Array(size));
+    await conn.closeWrite();
+    await drain(conn);
+  });
+  const [port] = freePorts(1);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    IdleTimeoutMs: 300,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  const conn = await connect(port!);
+  const buffer = new Uint8Array(16 * 1024);
+  let received = 0;
+  for (;;) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    received += n;
+    await delay(10);
+  }
+  closeQuietly(conn);
+  assert.equal(received, size);
+});
+
+Deno.test("proxy resets a stuck reader at the idle timeout", async () => {
+  await using target = new TestServer(async (conn) => {
+    await writeAll(conn, new Uint8Array(16 * 1024 * 1024));
+  });
+  const [port] = freePorts(1);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    IdleTimeoutMs: 200,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  const conn = await connect(port!);
+  // Reads nothing for several idle periods, so bytes stay queued.
+  await delay(1_000);
+  let clientError: unknown;
+  try {
+    await drain(conn);
+  } catch (error) {
+    clientError = error;
+  }
+  closeQuietly(conn);
+  assert.ok(
+    clientError instanceof Deno.errors.ConnectionReset,
+    `client saw ${clientError}; want ConnectionReset, not a clean end`,
+  );
+});
