@@ -91,7 +91,9 @@ export function dialTarget(
     if (control?.cancelled) return done(new DialCancelled());
     const hostname = addresses[index];
     if (hostname === undefined) return fail(new Error("no address left"));
-    const sockaddr = sockAddrOf(hostname, target.port);
+    const sockaddr = target.literal
+      ? literalSockAddrOf(target)
+      : sockAddrOf(hostname, target.port);
     if (sockaddr === undefined) {
       return fail(new Error(`the resolver returned "${hostname}"`));
     }
@@ -138,6 +140,21 @@ export function dialTarget(
  * target parse and encode its address once.
  */
 const sockAddrs = new Map<string, Uint8Array<ArrayBuffer>>();
+
+/** Socket addresses of targets written as literal addresses. */
+const literalSockAddrs = new WeakMap<TargetAddress, Uint8Array<ArrayBuffer>>();
+
+/** Encodes a target written as a literal address, once per target. */
+function literalSockAddrOf(
+  target: TargetAddress,
+): Uint8Array<ArrayBuffer> | undefined {
+  let sockaddr = literalSockAddrs.get(target);
+  if (sockaddr === undefined) {
+    sockaddr = sockAddrOf(target.hostname, target.port);
+    if (sockaddr !== undefined) literalSockAddrs.set(target, sockaddr);
+  }
+  return sockaddr;
+}
 
 /** Cached entries beyond which the cache starts over. */
 const SOCKADDR_CACHE_LIMIT = 4096;
