@@ -115,11 +115,11 @@ export const EPOLL_EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
 /** Offset of the `data` field in `struct epoll_event`. */
 export const EPOLL_DATA_OFFSET = Deno.build.arch === "x86_64" ? 4 : 8;
 
-const one = new Uint8Array(new Int32Array([1]).buffer);
+const optionOn = new Uint8Array(new Int32Array([1]).buffer);
 
 /** Turns Nagle's algorithm off on `fd`; returns -1 on failure. */
 export function setNoDelay(fd: number): number {
-  return net().setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4);
+  return net().setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, optionOn, 4);
 }
 
 const lingerZero = new Uint8Array(new Int32Array([1, 0]).buffer);

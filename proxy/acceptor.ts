@@ -60,8 +60,8 @@ export type AcceptHandler = (
  * Accept errors are logged, rate-limited, and never stop accepting. Errors
  * of one connection are skipped at once. Running out of descriptors or
  * memory (EMFILE, ENFILE, ENOMEM, ENOBUFS) stops watching the listener for
- * a short pause, so the loop does not spin while nothing can be accepted;
- * the kernel keeps new connections in the backlog meanwhile.
+ * a short pause, so the loop does not spin while nothing can be accepted.
+ * The kernel keeps new connections in the backlog meanwhile.
  */
 export class Acceptor {
   readonly #loop: EventLoop;

@@ -40,9 +40,9 @@ const MICROTASK_TURNS = 3;
 const MAX_EVENTS = 256;
 
 /**
- * Longest time the loop keeps the JavaScript thread to itself while events
- * keep arriving, in ms. After it, one wait goes through Deno's event loop, so
- * timers, signals and DNS answers are not held back for longer.
+ * Maximum time the loop keeps the JavaScript thread to itself while events
+ * keep arriving, in ms, checked between batches. After it, one wait goes
+ * through Deno's event loop, so timers, signals and DNS answers run.
  */
 const YIELD_MS = 5;
 
@@ -69,9 +69,9 @@ export type ReadyHandler = (watched: Watched) => void;
 
 /**
  * A descriptor in the loop and what the kernel last reported for it. The
- * loop only sets the flags; the handler clears `readable` or `writable` when
- * a call returns `EAGAIN`, because readiness is reported once per change
- * (edge-triggered), not while it lasts.
+ * loop only sets the flags. Readiness is reported once per change
+ * (edge-triggered), so the handler clears `readable` or `writable` itself
+ * when a call returns `EAGAIN`.
  */
 export class Watched {
   readonly fd: number;
@@ -95,10 +95,11 @@ export class Watched {
  *
  * While events keep coming, the loop polls epoll directly with a zero
  * timeout, so a busy proxy costs one system call per batch and no thread
- * switch. When nothing is ready, it waits on a worker thread through a
- * nonblocking FFI call, so Deno's own event loop (timers, signals, DNS,
- * file watching) runs while the proxy is idle. Every `YIELD_MS` of busy
- * time it makes one wait that way too, so those never wait long.
+ * switch. When nothing is ready for `BUSY_WAIT_MS`, it waits on a worker
+ * thread through a nonblocking FFI call, so Deno's own event loop (timers,
+ * signals, DNS, file watching) runs while the proxy is idle. After `YIELD_MS`
+ * of busy time it makes one wait that way too, so Deno's work waits about
+ * that long at most.
  */
 export class EventLoop {
   readonly #epoll: number;
@@ -113,8 +114,9 @@ export class EventLoop {
    */
   readonly #timers = new Map<number, Deadline[]>();
   /**
-   * The loop waits on a worker thread with a timeout set before any timer
-   * that promise callbacks add meanwhile; those wake it.
+   * Whether the loop waits on a worker thread. That wait's timeout was set
+   * before timers that promise callbacks add meanwhile, so adding one wakes
+   * the loop.
    */
   #sleeping = false;
   #stopping = false;

@@ -21,7 +21,7 @@ export class Session {
   readonly #loop: EventLoop;
   #clientClosed = false;
   #finished = false;
-  /** Callers of `done`, created only when a drain asks. */
+  /** Resolvers of `done` promises, created only when a drain requests one. */
   #waiters: (() => void)[] | undefined;
 
   constructor(
@@ -79,8 +79,8 @@ export class Session {
   #closeClient() {
     if (this.#clientClosed) return;
     this.#clientClosed = true;
-    // The FIN goes out before close(2), which answers bytes the client sent
-    // and nobody read with a reset, so the client reads a clean end first.
+    // The FIN goes out before close(2). Closing a socket with unread bytes
+    // sends a reset, and the client then reads a clean end before it.
     net().shutdown(this.client.fd, SHUT_WR);
     this.#loop.close(this.client.fd);
   }

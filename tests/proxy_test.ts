@@ -217,10 +217,12 @@ Deno.test({
     });
     const conn = await connect(port!);
     await delay(100);
+
     const started = Date.now();
     await proxy[Symbol.asyncDispose]();
     const elapsed = Date.now() - started;
     assert.ok(elapsed < 1_000, `stop took ${elapsed} ms`);
+
     let clientError: unknown;
     try {
       await drain(conn);
