@@ -394,3 +394,40 @@ Deno.test("anyport names the missing --allow-ffi and exits 1", async () => {
   assert.equal(code, 1);
   assert.match(new TextDecoder().decode(stderr), /run it with --allow-ffi/);
 });
+
+Deno.test("anyport reloads while a file next to the config keeps changing", async () => {
+  await using echo = echoServer();
+  const [kept, added] = freePorts(2);
+  const config = {
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [kept], Targets: [echo.target] }],
+  };
+  const path = await writeConfigFile(config);
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(kept!), 10_000, "proxy to accept");
+
+  // A log file in the same directory, written more often than the reload's
+  // 200 ms debounce, must not put the reload off.
+  const neighbour = `${path}.log`;
+  let writing = true;
+  const writer = (async () => {
+    for (let i = 0; writing && i < 200; i++) {
+      await Deno.writeTextFile(neighbour, `line ${i}\n`, { append: true });
+      await delay(50);
+    }
+  })();
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify({
+      ...config,
+      Apps: [{ Name: "a", Ports: [kept, added], Targets: [echo.target] }],
+    }),
+  );
+  try {
+    await waitFor(() => accepts(added!), 3_000, "added port to accept");
+  } finally {
+    writing = false;
+    await writer;
+  }
+  assert.match(proxy.stderr, /Reloaded .*ports added/);
+});
