@@ -82,10 +82,21 @@ export class Watched {
   /** The kernel reported an error; `SO_ERROR` has the code. */
   failed = false;
   handler: ReadyHandler | undefined;
+  /**
+   * Number of this registration, kept in the epoll event's data next to the
+   * descriptor. A descriptor closed and reused within one batch of events
+   * gets a new number, so the old socket's events do not reach the new one.
+   */
+  readonly generation: number;
 
-  constructor(fd: number, handler: ReadyHandler | undefined) {
+  constructor(
+    fd: number,
+    handler: ReadyHandler | undefined,
+    generation: number,
+  ) {
     this.fd = fd;
     this.handler = handler;
+    this.generation = generation;
   }
 }
 
@@ -119,6 +130,8 @@ export class EventLoop {
    * the loop.
    */
   #sleeping = false;
+  /** Number of the last registration; see {@linkcode Watched.generation}. */
+  #generation = 0;
   #stopping = false;
   #running: Promise<void> | undefined;
   /** `Date.now()` when the current batch of events arrived. */
@@ -135,7 +148,7 @@ export class EventLoop {
       symbols.close(this.#epoll);
       throw new OsError("eventfd", code);
     }
-    this.#add(this.#wakeFd, EPOLLIN);
+    this.#add(new Watched(this.#wakeFd, undefined, 0), EPOLLIN);
   }
 
   /** Starts dispatching events; returns at once. */
@@ -164,8 +177,8 @@ export class EventLoop {
    * @throws {OsError} when `epoll_ctl(2)` fails, such as `ENOMEM`
    */
   watch(fd: number, handler?: ReadyHandler): Watched {
-    const watched = new Watched(fd, handler);
-    this.#add(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+    const watched = new Watched(fd, handler, this.#nextGeneration());
+    this.#add(watched, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
     this.#watched[fd] = watched;
     return watched;
   }
@@ -177,8 +190,8 @@ export class EventLoop {
    * @throws {OsError} when `epoll_ctl(2)` fails
    */
   watchListener(fd: number, handler: ReadyHandler): Watched {
-    const watched = new Watched(fd, handler);
-    this.#add(fd, EPOLLIN);
+    const watched = new Watched(fd, handler, this.#nextGeneration());
+    this.#add(watched, EPOLLIN);
     this.#watched[fd] = watched;
     return watched;
   }
@@ -223,10 +236,15 @@ export class EventLoop {
     this.#deferred.push(task);
   }
 
-  #add(fd: number, events: number) {
+  #nextGeneration(): number {
+    this.#generation = (this.#generation + 1) >>> 0;
+    return this.#generation;
+  }
+
+  #add({ fd, generation }: Watched, events: number) {
     this.#ctlView.setUint32(0, events >>> 0, true);
     this.#ctlView.setInt32(EPOLL_DATA_OFFSET, fd, true);
-    this.#ctlView.setInt32(EPOLL_DATA_OFFSET + 4, 0, true);
+    this.#ctlView.setUint32(EPOLL_DATA_OFFSET + 4, generation, true);
     if (net().epoll_ctl(this.#epoll, EPOLL_CTL_ADD, fd, this.#ctl) < 0) {
       throw new OsError(`epoll_ctl add fd ${fd}`, lastErrno());
     }
@@ -285,6 +303,7 @@ export class EventLoop {
         const offset = i * EPOLL_EVENT_SIZE;
         this.#dispatch(
           view.getInt32(offset + EPOLL_DATA_OFFSET, true),
+          view.getUint32(offset + EPOLL_DATA_OFFSET + 4, true),
           view.getUint32(offset, true),
         );
       }
@@ -297,14 +316,14 @@ export class EventLoop {
     }
   }
 
-  #dispatch(fd: number, events: number) {
+  #dispatch(fd: number, generation: number, events: number) {
     if (fd === this.#wakeFd) {
       const drain = new Uint8Array(8);
       while (net().read(fd, drain, 8) === 8) { /* empty the counter */ }
       return;
     }
     const watched = this.#watched[fd];
-    if (watched === undefined) return;
+    if (watched === undefined || watched.generation !== generation) return;
     if (events & EPOLLIN) watched.readable = true;
     if (events & EPOLLOUT) watched.writable = true;
     if (events & (EPOLLHUP | EPOLLRDHUP)) {
