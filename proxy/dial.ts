@@ -66,7 +66,8 @@ export type DialCallback = (
  * Connects to a target, looking up its host name through `resolver` first.
  * The whole attempt, lookup included, is cut off after `timeoutMs`, so a
  * blackholed target or a slow resolver keeps the client waiting no longer
- * than that. When the name has several addresses, each is tried in turn.
+ * than that. When the name has several addresses, each is tried in turn,
+ * with an equal share of the time left.
  *
  * Callbacks rather than promises, because a connect per client connection
  * made the promise machinery and its garbage a visible share of the CPU.
@@ -99,13 +100,17 @@ export function dialTarget(
     }
     const remaining = deadline - Date.now();
     if (remaining <= 0) return fail(new Timeout());
-    connectOnce(loop, sockaddr, remaining, control, (result) => {
+    // Each address left gets an equal share of the time left, so one that
+    // drops SYNs does not use up the time of the others.
+    const share = Math.max(
+      1,
+      Math.floor(remaining / (addresses.length - index)),
+    );
+    connectOnce(loop, sockaddr, share, control, (result) => {
       if (result instanceof Watched || result instanceof DialCancelled) {
         return done(result);
       }
-      if (result instanceof Timeout || index + 1 >= addresses.length) {
-        return fail(result);
-      }
+      if (index + 1 >= addresses.length) return fail(result);
       tryAddress(addresses, index + 1);
     });
   };
@@ -114,22 +119,33 @@ export function dialTarget(
     return;
   }
   let settled = false;
+  const settle = () => {
+    settled = true;
+    timer.cancel();
+    if (control !== undefined) control.stop = undefined;
+  };
   const timer = loop.after(timeoutMs, () => {
     if (settled) return;
-    settled = true;
+    settle();
     fail(new Timeout());
   });
+  if (control !== undefined) {
+    // Cancelling ends the wait for the lookup too; its answer is dropped.
+    control.stop = () => {
+      if (settled) return;
+      settle();
+      done(new DialCancelled());
+    };
+  }
   resolver.resolve(target.hostname).then(
     (addresses) => {
       if (settled) return;
-      settled = true;
-      timer.cancel();
+      settle();
       tryAddress(addresses, 0);
     },
     (error) => {
       if (settled) return;
-      settled = true;
-      timer.cancel();
+      settle();
       fail(error);
     },
   );

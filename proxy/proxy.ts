@@ -213,7 +213,11 @@ export class Proxy {
       if (connected !== undefined) this.#loop.close(connected.conn.fd);
       session.finish();
       this.#sessions.delete(session);
-      this.#logAccess(session, undefined, "no target");
+      this.#logAccess(
+        session,
+        undefined,
+        session.aborted ? "aborted" : "no target",
+      );
       return;
     }
     const { conn, target } = connected;
