@@ -9,11 +9,12 @@
  * @module
  */
 
+import { lastErrno, net } from "./net.ts";
+
 const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getsockopt: {
     parameters: ["i32", "i32", "i32", "buffer", "buffer"],
     result: "i32",
@@ -22,8 +23,6 @@ const SYMBOLS = {
     parameters: ["i32", "i32", "i32", "buffer", "u32"],
     result: "i32",
   },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
   vsnprintf: {
     parameters: ["buffer", "usize", "pointer", "pointer"],
@@ -33,7 +32,6 @@ const SYMBOLS = {
 
 /** Socket option values from the Linux UAPI (x86_64 and aarch64). */
 export const SOL_SOCKET = 1;
-export const SO_LINGER = 13;
 export const SO_ACCEPTCONN = 30;
 export const SO_COOKIE = 57;
 
@@ -71,9 +69,9 @@ export class OsError extends Error {
  * any other call on the same thread may overwrite it.
  */
 export function errno(): number {
-  const pointer = libc().__errno_location();
-  if (pointer === null) return 0;
-  return new Deno.UnsafePointerView(pointer).getInt32();
+  // Both libraries run on the main thread, which has one errno.
+  net();
+  return lastErrno();
 }
 
 /** Returns the message for an `errno` value, such as "Permission denied". */

@@ -10,14 +10,13 @@ import {
   SOCK_NONBLOCK,
 } from "../ffi/net.ts";
 import type { EventLoop } from "./event_loop.ts";
-import { isResourceExhausted } from "./os_error.ts";
+import { isResourceErrno } from "./os_error.ts";
 import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
 import {
   decodeSockAddr,
   SOCKADDR_SIZE,
   type SocketAddress,
 } from "./sockaddr.ts";
-import { OsError } from "../ffi/libc.ts";
 
 /**
  * Pause after an accept error that means a local resource ran out, such as
@@ -132,7 +131,7 @@ export class Acceptor {
         { socket: this.#label, error: strerror(code), errno: code, suppressed },
       );
     }
-    if (!isResourceExhausted(new OsError("accept4", code))) return;
+    if (!isResourceErrno(code)) return;
     // Level-triggered, the listener would be reported again at once.
     this.#loop.unwatch(this.#fd);
     this.#pause = setTimeout(() => {

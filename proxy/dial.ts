@@ -130,7 +130,7 @@ export function dialTarget(
     fail(new Timeout());
   });
   if (control !== undefined) {
-    // Cancelling ends the wait for the lookup too; its answer is dropped.
+    // Cancelling ends the wait for the lookup too, and its result is dropped.
     control.stop = () => {
       if (settled) return;
       settle();

@@ -32,6 +32,7 @@ const EFD_CLOEXEC = 0o2000000;
 const BUSY_WAIT_MS = 1;
 
 const WAKE_ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
+const WAKE_DRAIN = new Uint8Array(8);
 
 /** Awaits after each batch; see the end of the loop in `#run`. */
 const MICROTASK_TURNS = 3;
@@ -318,8 +319,7 @@ export class EventLoop {
 
   #dispatch(fd: number, generation: number, events: number) {
     if (fd === this.#wakeFd) {
-      const drain = new Uint8Array(8);
-      while (net().read(fd, drain, 8) === 8) { /* empty the counter */ }
+      while (net().read(fd, WAKE_DRAIN, 8) === 8) { /* empty the counter */ }
       return;
     }
     const watched = this.#watched[fd];

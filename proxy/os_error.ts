@@ -21,5 +21,10 @@ export function osErrno(error: unknown): number | undefined {
 /** Returns whether `error` means the proxy ran out of a local resource. */
 export function isResourceExhausted(error: unknown): boolean {
   const errno = osErrno(error);
-  return errno !== undefined && RESOURCE_ERRNOS.has(errno);
+  return errno !== undefined && isResourceErrno(errno);
+}
+
+/** Returns whether an `errno` value means a local resource ran out. */
+export function isResourceErrno(errno: number): boolean {
+  return RESOURCE_ERRNOS.has(errno);
 }

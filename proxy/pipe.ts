@@ -79,9 +79,9 @@ class Direction {
  *
  * A readable socket is read into one shared buffer and the bytes are sent
  * on at once. When the other socket takes only part of them, the rest is
- * kept and that direction stops reading until the socket drains, so a slow
- * reader holds back its writer (backpressure) and a connection never keeps
- * more than one read of data per direction. An idle connection holds no
+ * kept and that direction stops reading until the socket drains. So a slow
+ * reader holds back its writer (backpressure), and a connection never keeps
+ * more than one read of data per direction. An idle connection keeps no
  * buffer at all. When one side finishes sending, the other side's write half
  * is shut down and the opposite direction goes on. When one side resets or
  * fails, the other is reset. Both sockets are closed before `onDone` runs.
