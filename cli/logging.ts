@@ -3,10 +3,8 @@ import {
   getTextFormatter,
   jsonLinesFormatter,
   type LogLevel,
-  type LogRecord,
-  type Sink,
-  type TextFormatter,
 } from "@logtape/logtape";
+import { stderrSink } from "./stderr_sink.ts";
 
 /** Log levels accepted by `--log-level`, from most to least verbose. */
 export const LOG_LEVELS: readonly LogLevel[] = [
@@ -58,37 +56,4 @@ export async function setupLogging(options: LoggingOptions): Promise<void> {
       },
     ],
   });
-}
-
-/**
- * Builds a sink that collects the lines logged in one turn of JavaScript and
- * writes them to standard error in one synchronous call.
- *
- * A stream sink writes one line per turn of Deno's event loop, and the
- * proxy's event loop gives Deno a turn only every few milliseconds under load,
- * so access lines piled up in memory faster than they were written.
- * NOTE: a reader that stops reading standard error (a full pipe) stalls the
- * proxy, as with any blocking log write.
- */
-function stderrSink(formatter: TextFormatter): Sink & Disposable {
-  const encoder = new TextEncoder();
-  let lines: string[] = [];
-  const flush = () => {
-    if (lines.length === 0) return;
-    const bytes = encoder.encode(lines.join(""));
-    lines = [];
-    try {
-      let offset = 0;
-      while (offset < bytes.length) {
-        offset += Deno.stderr.writeSync(bytes.subarray(offset));
-      }
-    } catch {
-      // Standard error is closed: there is nowhere left to report it.
-    }
-  };
-  const sink = (record: LogRecord) => {
-    if (lines.length === 0) queueMicrotask(flush);
-    lines.push(formatter(record));
-  };
-  return Object.assign(sink, { [Symbol.dispose]: flush });
 }

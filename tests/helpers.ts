@@ -254,6 +254,9 @@ export class ProxyProcess implements AsyncDisposable {
   readonly configPath: string;
   stderr = "";
   readonly #stderrDone: Promise<void>;
+  /** Set while standard error is not read; see `pauseStderr`. */
+  #paused: Promise<void> | undefined;
+  #resume: (() => void) | undefined;
 
   /**
    * @param maxFiles when set, the child's limit of open descriptors
@@ -290,8 +293,24 @@ export class ProxyProcess implements AsyncDisposable {
       const decoder = new TextDecoder();
       for await (const chunk of child.stderr) {
         this.stderr += decoder.decode(chunk, { stream: true });
+        if (this.#paused !== undefined) await this.#paused;
       }
     })();
+  }
+
+  /**
+   * Stops reading the child's standard error, so that its pipe fills up as
+   * with a stalled log collector, until the returned function is called.
+   */
+  pauseStderr(): () => void {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#paused = promise;
+    this.#resume = () => {
+      this.#paused = undefined;
+      this.#resume = undefined;
+      resolve();
+    };
+    return this.#resume;
   }
 
   /** Waits until a log line matches `pattern`. */
@@ -326,6 +345,7 @@ export class ProxyProcess implements AsyncDisposable {
       // Already exited.
     }
     const status = await this.child.status;
+    this.#resume?.();
     await this.#stderrDone;
     return status.code;
   }

@@ -431,3 +431,43 @@ Deno.test("anyport reloads while a file next to the config keeps changing", asyn
   }
   assert.match(proxy.stderr, /Reloaded .*ports added/);
 });
+
+Deno.test("anyport serves with a stalled log reader", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  // The default level logs a line per connection.
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  const resume = proxy.pauseStderr();
+  // 2,000 access lines are several times the capacity of a pipe (64 KiB).
+  const connections = 2_000;
+  let served = 0;
+  const serving = (async () => {
+    for (let round = 0; round < connections / 100; round++) {
+      const replies = await Promise.all(
+        Array.from({ length: 100 }, () => roundTrip(port!, "ping")),
+      );
+      served += replies.filter((reply) => reply === "ping").length;
+    }
+  })();
+  // On failure the proxy is killed while connections are pending.
+  serving.catch(() => {});
+  await waitFor(
+    () => served === connections,
+    30_000,
+    `all connections served while the log pipe was full (${served} so far)`,
+  );
+  await serving;
+  resume();
+  // Every line comes out once the pipe is read again: none was dropped.
+  await waitFor(
+    () => (proxy.stderr.match(/anyport\.access/g) ?? []).length >= connections,
+    10_000,
+    "the queued access lines",
+  );
+  assert.doesNotMatch(proxy.stderr, /Dropped \d+ log lines/);
+});
