@@ -1,4 +1,4 @@
-import { OsError, strerror } from "../ffi/libc.ts";
+import { OsError } from "../ffi/libc.ts";
 import {
   EINPROGRESS,
   lastErrno,
@@ -261,7 +261,10 @@ function connectOnce(
 function describe(error: unknown, timeoutMs: number): string {
   if (error instanceof Timeout) return `timed out after ${timeoutMs} ms`;
   if (error instanceof OsError) {
-    return error.errno === ECONNREFUSED ? "refused" : strerror(error.errno);
+    // The message names the call that failed, such as "socket: Too many open
+    // files" or "epoll_ctl add fd 12: ...", which tells a local failure from
+    // the target's.
+    return error.errno === ECONNREFUSED ? "refused" : error.message;
   }
   return error instanceof Error ? error.message : String(error);
 }
