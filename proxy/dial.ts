@@ -261,9 +261,8 @@ function connectOnce(
 function describe(error: unknown, timeoutMs: number): string {
   if (error instanceof Timeout) return `timed out after ${timeoutMs} ms`;
   if (error instanceof OsError) {
-    // The message names the call that failed, such as "socket: Too many open
-    // files" or "epoll_ctl add fd 12: ...", which tells a local failure from
-    // the target's.
+    // The message names the failed call, such as "socket: Too many open
+    // files", so a local failure reads apart from a failure of the target.
     return error.errno === ECONNREFUSED ? "refused" : error.message;
   }
   return error instanceof Error ? error.message : String(error);
