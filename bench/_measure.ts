@@ -19,6 +19,8 @@ export interface MeasureContext {
   /** Directory for config files. */
   dir: string;
   settings: RunSettings;
+  /** Number of the current round, from 1. */
+  round: number;
   log: (message: string) => void;
 }
 
@@ -69,11 +71,13 @@ export async function waitReady(
 
 function record(
   row: RowResult,
+  round: number,
   metric: MetricId,
   value: number,
   errors = 0,
 ): void {
   (row.runs[metric] ??= []).push(value);
+  ((row.rounds ??= {})[metric] ??= []).push(round);
   if (errors > 0) row.errors[metric] = (row.errors[metric] ?? 0) + errors;
 }
 
@@ -112,7 +116,13 @@ async function measureLoad(
       timeoutMs,
     ),
   );
-  record(row, "connPerSec", Number(conn.ops_per_sec), Number(conn.errors));
+  record(
+    row,
+    ctx.round,
+    "connPerSec",
+    Number(conn.ops_per_sec),
+    Number(conn.errors),
+  );
 
   const ping = checkOps(
     await runJson(
@@ -121,12 +131,18 @@ async function measureLoad(
       timeoutMs,
     ),
   );
-  record(row, "msgPerSec", Number(ping.ops_per_sec), Number(ping.errors));
-  record(row, "p50Us", Number(ping.p50_us));
-  record(row, "p99Us", Number(ping.p99_us));
+  record(
+    row,
+    ctx.round,
+    "msgPerSec",
+    Number(ping.ops_per_sec),
+    Number(ping.errors),
+  );
+  record(row, ctx.round, "p50Us", Number(ping.p50_us));
+  record(row, ctx.round, "p99Us", Number(ping.p99_us));
 
   const bulk = await runBulk(contender.bulkPort, ctx);
-  record(row, "bulkGbitPerSec", bulk);
+  record(row, ctx.round, "bulkGbitPerSec", bulk);
 }
 
 /** Runs iperf3 once through `port` and returns the received Gbit/s. */
@@ -196,8 +212,8 @@ async function measureIdle(
     }
     await sleep(warmupSeconds * 1000);
     const after = treeRssKiB(proxy.pid);
-    record(row, "rssMiB", before / 1024);
-    record(row, "idleKiBPerConn", (after - before) / idleConns);
+    record(row, ctx.round, "rssMiB", before / 1024);
+    record(row, ctx.round, "idleKiBPerConn", (after - before) / idleConns);
   } finally {
     holder.kill("SIGTERM");
     await holder.status;

@@ -116,6 +116,11 @@ export interface RowResult {
   /** Threads of the proxy process tree while it ran. */
   threads?: number;
   runs: Partial<Record<MetricId, number[]>>;
+  /**
+   * Round of each value in `runs`, in the same order, so that a ratio can
+   * compare two rows within one round. Missing in older results files.
+   */
+  rounds?: Partial<Record<MetricId, number[]>>;
   /** Failed connections per metric, summed over rounds. */
   errors: Partial<Record<MetricId, number>>;
   /** Problems that cost a round, in order. */
@@ -163,4 +168,47 @@ export function median(
   return sorted.length % 2
     ? sorted[mid]!
     : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/**
+ * Returns `row`'s value divided by `baseline`'s for each round in which both
+ * have a value, in round order.
+ */
+export function roundRatios(
+  row: RowResult,
+  baseline: RowResult | undefined,
+  metric: MetricId,
+): number[] {
+  const values = row.runs[metric] ?? [];
+  const rounds = row.rounds?.[metric];
+  const baseValues = baseline?.runs[metric] ?? [];
+  const baseRounds = baseline?.rounds?.[metric];
+  if (rounds === undefined || baseRounds === undefined) return [];
+  const ratios: number[] = [];
+  for (const [i, round] of rounds.entries()) {
+    const baseIndex = baseRounds.indexOf(round);
+    const base = baseValues[baseIndex];
+    if (baseIndex < 0 || base === undefined || base === 0) continue;
+    ratios.push(values[i]! / base);
+  }
+  return ratios;
+}
+
+/**
+ * Returns the ratio of `row` to `baseline` for `metric`: the median of the
+ * ratios within each round, so that the machine getting faster or slower
+ * between rounds cancels out. Falls back to the ratio of the medians for
+ * results without round numbers.
+ */
+export function ratioToBaseline(
+  row: RowResult,
+  baseline: RowResult | undefined,
+  metric: MetricId,
+): number | undefined {
+  const paired = median(roundRatios(row, baseline, metric));
+  if (paired !== undefined) return paired;
+  const value = median(row.runs[metric]);
+  const base = median(baseline?.runs[metric]);
+  if (value === undefined || base === undefined || base === 0) return undefined;
+  return value / base;
 }

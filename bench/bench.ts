@@ -6,7 +6,7 @@
  * bench/run.sh runs this inside a fresh network namespace after building
  * the C tools; running it directly would load the host's loopback.
  *
- * Environment: BENCH_SECONDS (default 5), BENCH_ROUNDS (default 3),
+ * Environment: BENCH_SECONDS (default 5), BENCH_ROUNDS (default 5),
  * BENCH_ONLY (comma-separated row ids, for trying out the harness).
  *
  * @module
@@ -58,7 +58,7 @@ function readSettings(): RunSettings {
   return {
     seconds: number("BENCH_SECONDS", 5, 60),
     warmupSeconds: 1,
-    rounds: Math.round(number("BENCH_ROUNDS", 3, 9)),
+    rounds: Math.round(number("BENCH_ROUNDS", 5, 9)),
     conns: 32,
     idleConns: 5_000,
     startupPorts: 10_000,
@@ -149,7 +149,11 @@ async function measureRows(
     problems: [],
   }));
   for (let round = 1; round <= settings.rounds; round++) {
-    for (const [i, contender] of contenders.entries()) {
+    // Every other round runs the rows in reverse order, so that a machine
+    // that slows down or speeds up during the run favours no row.
+    const order = [...contenders.entries()];
+    if (round % 2 === 0) order.reverse();
+    for (const [i, contender] of order) {
       const row = rows[i]!;
       if (row.skipped) continue;
       progress(`round ${round}/${settings.rounds}: ${contender.label}`);
@@ -158,6 +162,7 @@ async function measureRows(
         loadgen: LOADGEN,
         dir,
         settings,
+        round,
         log: progress,
       });
       if (round === 1 && Object.keys(row.runs).length === 0) {

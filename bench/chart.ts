@@ -6,7 +6,13 @@
  *
  * @module
  */
-import { median, type Metric, METRICS, type Results } from "./_results.ts";
+import {
+  median,
+  type Metric,
+  METRICS,
+  ratioToBaseline,
+  type Results,
+} from "./_results.ts";
 
 const WIDTH = 760;
 const LABEL_WIDTH = 200;
@@ -57,17 +63,17 @@ interface Bar {
 
 function collectBars(results: Results, metric: Metric): Bar[] {
   const baseline = results.rows.find((row) => row.id === results.baseline);
-  const base = median(baseline?.runs[metric.id]);
   const proxied = results.rows.filter((row) => row.id !== "direct");
   const bars: Bar[] = [];
   for (const [i, row] of proxied.entries()) {
     const value = median(row.runs[metric.id]);
-    if (value === undefined || base === undefined || value <= 0) continue;
+    const ratio = ratioToBaseline(row, baseline, metric.id);
+    if (value === undefined || ratio === undefined || ratio <= 0) continue;
     bars.push({
       label: row.label,
       color: COLORS[i % COLORS.length]!,
-      score: score(metric, value, base),
-      text: `${formatValue(metric, value)}, ${(value / base).toFixed(2)}×`,
+      score: score(metric, ratio, 1),
+      text: `${formatValue(metric, value)}, ${ratio.toFixed(2)}×`,
     });
   }
   return bars;

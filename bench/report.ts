@@ -13,7 +13,9 @@ import {
   type Metric,
   type MetricId,
   METRICS,
+  ratioToBaseline,
   type Results,
+  roundRatios,
   type RowResult,
   type StartupResult,
 } from "./_results.ts";
@@ -41,16 +43,27 @@ function formatNumber(value: number, digits: number): string {
   });
 }
 
-/** Formats a median with its ratio to the baseline's median. */
+/** Formats a median with its ratio to the baseline. */
 function formatCell(
   value: number | undefined,
-  base: number | undefined,
+  ratio: number | undefined,
   digits: number,
 ): string {
   if (value === undefined) return "–";
   const text = formatNumber(value, digits);
-  if (base === undefined || base === 0) return text;
-  return `${text} (${(value / base).toFixed(2)}×)`;
+  if (ratio === undefined) return text;
+  return `${text} (${ratio.toFixed(2)}×)`;
+}
+
+/** Returns the ratio of two medians, or `undefined` without both. */
+function medianRatio(
+  values: number[] | undefined,
+  bases: number[] | undefined,
+): number | undefined {
+  const value = median(values);
+  const base = median(bases);
+  if (value === undefined || base === undefined || base === 0) return undefined;
+  return value / base;
 }
 
 function table(header: string[], rows: string[][]): string[] {
@@ -80,7 +93,7 @@ function metricTable(
     ...ids.map((id) =>
       formatCell(
         median(row.runs[id]),
-        median(baseline?.runs[id]),
+        ratioToBaseline(row, baseline, id),
         metric(id).digits,
       )
     ),
@@ -89,14 +102,48 @@ function metricTable(
   return table(header, rows);
 }
 
+/**
+ * Lists each row's ratio to the baseline in every round, so a reader sees
+ * how far the figures moved between rounds.
+ */
+function roundTable(results: Results): string[] {
+  const baseline = results.rows.find((row) => row.id === results.baseline);
+  const rows = results.rows
+    .filter((row) => row !== baseline && !row.skipped && row.rounds)
+    .map((row) => [
+      row.label,
+      ...LOAD_METRICS.map((id) =>
+        roundRatios(row, baseline, id).map((r) => r.toFixed(2)).join(", ") ||
+        "–"
+      ),
+    ]);
+  if (rows.length === 0) return [];
+  return [
+    "## Ratios in each round",
+    "",
+    "The ratio of each row to the baseline within each round, in round " +
+    "order; the tables above give their median.",
+    "",
+    ...table(["Row", ...LOAD_METRICS.map((id) => metric(id).title)], rows),
+    "",
+  ];
+}
+
 function startupTable(results: Results): string[] {
   const reference = results.startup.find((s) => s.id === "listeners");
-  const base = (id: "startupMs" | "rssMiB") => median(reference?.runs[id]);
   const rows = results.startup.map((s: StartupResult) => [
     s.skipped ? `${s.label} (skipped)` : s.label,
     s.ports.toLocaleString("en-US"),
-    formatCell(median(s.runs.startupMs), base("startupMs"), 0),
-    formatCell(median(s.runs.rssMiB), base("rssMiB"), 1),
+    formatCell(
+      median(s.runs.startupMs),
+      medianRatio(s.runs.startupMs, reference?.runs.startupMs),
+      0,
+    ),
+    formatCell(
+      median(s.runs.rssMiB),
+      medianRatio(s.runs.rssMiB, reference?.runs.rssMiB),
+      1,
+    ),
   ]);
   return table(
     ["anyport mode", "Ports", "Start-up (ms, ↓)", "RSS (MiB, ↓)"],
@@ -136,8 +183,11 @@ function methodSection(results: Results): string[] {
     "a single-threaded epoll echo server (`bench/echo.c`) and `iperf3 " +
     "--server`. The load generator is `bench/loadgen.c` (epoll, one " +
     "thread). Rows are measured in turn, and the whole set is repeated " +
-    `${s.rounds} times. Each figure is the median over those rounds, and ` +
-    "each load measurement runs " +
+    `${s.rounds} times, in reverse order every other time. Each figure is ` +
+    "the median over those rounds. Each ratio is the median of the ratios " +
+    "within a round, so the machine getting faster or slower between " +
+    "rounds cancels out. " +
+    "Each load measurement runs " +
     `${s.seconds} s after a ${s.warmupSeconds} s warm-up.`,
     "",
     `- **Short connections:** ${s.conns} clients each loop over connect, ` +
@@ -218,7 +268,8 @@ export function renderReport(results: Results): string {
     "",
     "anyport against HAProxy and nginx as TCP proxies on one machine, all " +
     "measured in one run so that the ratios hold even when the machine is " +
-    `noisy. Each cell is a median followed by its ratio to *${baseLabel}*. ` +
+    `noisy. Each cell is a median followed by its ratio to *${baseLabel}* ` +
+    "(the median of the ratios within each round). " +
     "↑ marks figures where higher is better and ↓ where lower is better.",
     "",
     `![Benchmark chart: every figure relative to ${baseLabel}](${CHART_NAME})`,
@@ -227,6 +278,7 @@ export function renderReport(results: Results): string {
     "",
     ...metricTable(results, LOAD_METRICS),
     "",
+    ...roundTable(results),
     "## Memory",
     "",
     ...metricTable(results, MEMORY_METRICS, {
