@@ -1,6 +1,7 @@
 /**
- * Bindings to the few libc functions that Deno does not expose: socket
- * options, socket addresses and raw descriptors.
+ * Helpers for raw descriptors and socket options outside the data path, and
+ * bindings to the libc functions that `net.ts` does not bind: `open`,
+ * `strerror` and `vsnprintf` (for libbpf's messages).
  *
  * The library is opened on first use and stays open for the life of the
  * process, so code that never calls these functions needs no `ffi`
@@ -11,18 +12,9 @@
 
 import { lastErrno, net } from "./net.ts";
 
+/** Functions beyond the socket calls, which `net.ts` binds. */
 const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  getsockopt: {
-    parameters: ["i32", "i32", "i32", "buffer", "buffer"],
-    result: "i32",
-  },
-  setsockopt: {
-    parameters: ["i32", "i32", "i32", "buffer", "u32"],
-    result: "i32",
-  },
   strerror: { parameters: ["i32"], result: "pointer" },
   vsnprintf: {
     parameters: ["buffer", "usize", "pointer", "pointer"],
@@ -100,7 +92,7 @@ export function openReadOnly(path: string): number {
 
 /** Closes a descriptor from {@linkcode openReadOnly} or libbpf. */
 export function closeFd(fd: number): void {
-  if (libc().close(fd) < 0) throw new OsError(`close fd ${fd}`, errno());
+  if (net().close(fd) < 0) throw new OsError(`close fd ${fd}`, errno());
 }
 
 /**
@@ -116,7 +108,7 @@ export function getSockOptInt(
 ): bigint {
   const value = new Uint8Array(size);
   const length = new Uint32Array([size]);
-  if (libc().getsockopt(fd, level, name, value, length) < 0) {
+  if (net().getsockopt(fd, level, name, value, length) < 0) {
     throw new OsError(`getsockopt fd ${fd} option ${name}`, errno());
   }
   const view = new DataView(value.buffer);

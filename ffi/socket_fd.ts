@@ -9,7 +9,8 @@
  */
 
 import { parseAddress } from "../proxy/prefix.ts";
-import { getSockOptInt, libc, SO_ACCEPTCONN, SOL_SOCKET } from "./libc.ts";
+import { getSockOptInt, SO_ACCEPTCONN, SOL_SOCKET } from "./libc.ts";
+import { net } from "./net.ts";
 import { descriptorLimit } from "./net.ts";
 
 const AF_INET = 2;
@@ -64,7 +65,7 @@ export function getSockName(fd: number): SockAddr | undefined {
 function readName(fd: number, call: "getsockname"): SockAddr | undefined {
   const buffer = new Uint8Array(SOCKADDR_SIZE);
   const length = new Uint32Array([SOCKADDR_SIZE]);
-  if (libc()[call](fd, buffer, length) < 0) return undefined;
+  if (net()[call](fd, buffer, length) < 0) return undefined;
   const view = new DataView(buffer.buffer);
   const family = view.getUint16(0, true);
   const port = view.getUint16(2, false);
