@@ -63,7 +63,7 @@ Deno.test("EventLoop.defer() runs a task after the current batch", async () => {
 Deno.test("EventLoop drops events of a descriptor reused in one batch", async () => {
   const EFD_NONBLOCK = 0o4000;
   const EFD_CLOEXEC = 0o2000000;
-  const one = new Uint8Array(new BigUint64Array([1n]).buffer);
+  const increment = new Uint8Array(new BigUint64Array([1n]).buffer);
   const symbols = net();
   const loop = new EventLoop();
   const open = () => {
@@ -96,7 +96,7 @@ Deno.test("EventLoop drops events of a descriptor reused in one batch", async ()
   };
   for (const fd of fds) loop.watch(fd, onReady);
   // Both become readable before the loop's first wait, so one batch has both.
-  for (const fd of fds) assert.equal(symbols.write(fd, one, 8), 8);
+  for (const fd of fds) assert.equal(symbols.write(fd, increment, 8), 8);
   loop.start();
   try {
     await new Promise<void>((resolve) => loop.after(50, resolve));
