@@ -7,7 +7,12 @@ import {
   SHUT_WR,
   socketError,
 } from "../ffi/net.ts";
-import { type EventLoop, isRetry, type Watched } from "./event_loop.ts";
+import {
+  type Deadline,
+  type EventLoop,
+  isRetry,
+  type Watched,
+} from "./event_loop.ts";
 
 /**
  * Size of the one buffer that every pipe reads into, in bytes. Bytes are
@@ -20,6 +25,15 @@ export const READ_BUFFER_SIZE = 64 * 1024;
  * the rest waits for the end of the batch.
  */
 const READS_PER_TURN = 4;
+
+/**
+ * Maximum time to deliver the bytes that a side sent before it failed, in
+ * ms, before the other side is reset anyway.
+ */
+export const SALVAGE_LIMIT_MS = 2000;
+
+/** Interval of checks whether the other side took those bytes, in ms. */
+const SALVAGE_POLL_MS = 5;
 
 const ECONNRESET = 104;
 const EPIPE = 32;
@@ -103,6 +117,13 @@ export class Pipe {
   #ended = 0;
   /** Bytes queued towards both peers at the last idle check. */
   #lastQueued = 0;
+  /**
+   * After one side failed: the direction from it to the other side, whose
+   * bytes are still delivered before the other side is reset.
+   */
+  #salvage: Direction | undefined;
+  #salvageUntil = 0;
+  #salvageCheck: Deadline | undefined;
 
   /**
    * Takes over two watched sockets: once started, the pipe handles their
@@ -148,6 +169,8 @@ export class Pipe {
    */
   expire(now: number): boolean {
     if (this.#closed) return true;
+    // Delivery after a failure ends within its own limit.
+    if (this.#salvage !== undefined) return false;
     const queued = sendQueueBytes(this.#client.fd) +
       sendQueueBytes(this.#target.fd) + (this.#up.pending?.length ?? 0) +
       (this.#down.pending?.length ?? 0);
@@ -168,6 +191,10 @@ export class Pipe {
   /** Resets both connections now, at the end of a drain. */
   abort(): void {
     if (this.#closed) return;
+    if (this.#salvage !== undefined) {
+      this.#endSalvage();
+      return;
+    }
     this.#end ??= "aborted";
     // Resets, not FINs, so neither peer takes a cut stream for a whole one.
     this.#resetBoth();
@@ -190,6 +217,8 @@ export class Pipe {
     const reading = side === "client" ? this.#up : this.#down;
     this.#pump(reading);
     this.#pump(reading === this.#up ? this.#down : this.#up);
+    // After a failure found by the pumps, delivery has its own handler.
+    if (this.#salvage !== undefined) return;
     if (!watched.failed || this.#closed) return;
     watched.failed = false;
     // Once its direction has ended, no further read reports the error.
@@ -200,6 +229,7 @@ export class Pipe {
 
   #pump(d: Direction): void {
     if (this.#closed || d.finished || d.deferred) return;
+    if (this.#salvage !== undefined) return;
     const symbols = net();
     if (d.pending !== null) {
       if (!d.dst.writable) return;
@@ -283,20 +313,106 @@ export class Pipe {
    * Ends the pipe after an error on `side` and resets the other side. Any
    * error counts, not only a reset, because a FIN would tell the peer that
    * the stream ended complete.
+   *
+   * Bytes that the failed side sent before its error are still delivered
+   * first, as they would be without a proxy in between: the rest of its
+   * receive queue and the bytes the other side did not take yet. The reset
+   * follows once the other side's kernel acknowledged all of them, or after
+   * `SALVAGE_LIMIT_MS`.
    */
   #fail(side: Side, code: number): void {
     if (this.#closed) return;
+    if (this.#salvage !== undefined) {
+      // The other side failed too: nothing more can reach it.
+      this.#endSalvage();
+      return;
+    }
     this.#end ??= code === ECONNRESET || code === EPIPE ||
         code === ECONNABORTED
       ? `${side} reset`
       : `${side} error`;
+    const d = side === "client" ? this.#up : this.#down;
+    const back = d === this.#up ? this.#down : this.#up;
+    // Nothing goes to the failed side anymore.
+    back.pending = null;
+    back.finished = true;
+    this.#salvage = d;
+    this.#salvageUntil = this.#loop.now + SALVAGE_LIMIT_MS;
+    d.src.handler = undefined;
+    d.dst.handler = this.#onSalvageReady;
+    this.#deliver();
+  }
+
+  #onSalvageReady = (watched: Watched): void => {
+    if (watched.failed) {
+      this.#endSalvage();
+      return;
+    }
+    this.#deliver();
+  };
+
+  /**
+   * Moves the failed side's remaining bytes to the other side, and resets
+   * that side once its kernel acknowledged all of them.
+   */
+  #deliver(): void {
+    const d = this.#salvage;
+    if (d === undefined || this.#closed) return;
+    const symbols = net();
+    for (;;) {
+      if (d.pending !== null) {
+        if (!d.dst.writable) return this.#checkLater();
+        const written = symbols.send(
+          d.dst.fd,
+          d.pending,
+          d.pending.length,
+          MSG_NOSIGNAL,
+        );
+        if (written < 0) {
+          if (!isRetry(lastErrno())) return this.#endSalvage();
+          d.dst.writable = false;
+          return this.#checkLater();
+        }
+        if (written < d.pending.length) {
+          d.pending = d.pending.subarray(written);
+          d.dst.writable = false;
+          return this.#checkLater();
+        }
+        d.pending = null;
+      }
+      if (d.eof) break;
+      // recv(2) returns queued bytes before it reports the error, then 0.
+      const n = symbols.recv(d.src.fd, shared, READ_BUFFER_SIZE, 0);
+      if (n <= 0) {
+        d.eof = true;
+        break;
+      }
+      if (d.from === "client") this.sent += n;
+      else this.received += n;
+      d.pending = shared.slice(0, n);
+    }
+    if (sendQueueBytes(d.dst.fd) === 0) return this.#endSalvage();
+    this.#checkLater();
+  }
+
+  /** Looks again shortly whether the other side took the bytes. */
+  #checkLater(): void {
+    if (this.#loop.now >= this.#salvageUntil) return this.#endSalvage();
+    this.#salvageCheck ??= this.#loop.after(SALVAGE_POLL_MS, () => {
+      this.#salvageCheck = undefined;
+      this.#deliver();
+    });
+  }
+
+  /** Closes the failed side and resets the other side. */
+  #endSalvage(): void {
+    const d = this.#salvage;
+    if (d === undefined || this.#closed) return;
     this.#closed = true;
-    const [failed, peer] = side === "client"
-      ? [this.#client, this.#target]
-      : [this.#target, this.#client];
-    this.#loop.release(peer.fd);
-    closeWithReset(peer.fd);
-    this.#loop.close(failed.fd);
+    this.#salvageCheck?.cancel();
+    this.#loop.close(d.src.fd);
+    this.#loop.release(d.dst.fd);
+    closeWithReset(d.dst.fd);
     this.#settle();
   }
 

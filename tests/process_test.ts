@@ -1,3 +1,4 @@
+import net from "node:net";
 import assert from "node:assert/strict";
 import {
   accepts,
@@ -470,4 +471,67 @@ Deno.test("anyport serves with a stalled log reader", async () => {
     "the queued access lines",
   );
   assert.doesNotMatch(proxy.stderr, /Dropped \d+ log lines/);
+});
+
+Deno.test("anyport delivers a reply sent during an upload before a target reset", async () => {
+  // Like an HTTP 413: the target reads part of the upload, replies, stops
+  // reading and closes with unread bytes, which makes its kernel send a reset.
+  const reply = "r".repeat(60_000);
+  const target = net.createServer((socket) => {
+    let read = 0;
+    socket.on("data", (chunk) => {
+      read += chunk.length;
+      if (read < 65536 || socket.isPaused()) return;
+      socket.pause();
+      socket.write(reply, () => socket.destroy());
+    });
+  });
+  await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
+  const targetPort = (target.address() as net.AddressInfo).port;
+  const [port] = freePorts(1);
+  try {
+    const path = await writeConfigFile({
+      ...FAST_SETTINGS,
+      Apps: [{
+        Name: "a",
+        Ports: [port],
+        Targets: [`127.0.0.1:${targetPort}`],
+      }],
+    });
+    // A process of its own, so the proxy runs while the test's target and
+    // client wait for their sockets.
+    await using _proxy = new ProxyProcess(path, ["--log-level", "warning"]);
+    await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+    for (let i = 0; i < 10; i++) {
+      const conn = await connect(port!);
+      // Small writes keep the proxy busy with the upload when the reset comes.
+      const upload = (async () => {
+        const chunk = new Uint8Array(16 * 1024);
+        for (let sent = 0; sent < 3_000_000; sent += chunk.length) {
+          await writeAll(conn, chunk);
+        }
+      })().catch(() => {});
+      let received = 0;
+      let clientError: unknown;
+      const buffer = new Uint8Array(65536);
+      try {
+        for (;;) {
+          const n = await conn.read(buffer);
+          if (n === null) break;
+          received += n;
+        }
+      } catch (error) {
+        clientError = error;
+      }
+      await upload;
+      closeQuietly(conn);
+      assert.equal(received, reply.length, `connection ${i}`);
+      assert.ok(
+        clientError instanceof Deno.errors.ConnectionReset,
+        `client saw ${clientError}; want ConnectionReset`,
+      );
+    }
+  } finally {
+    await new Promise((resolve) => target.close(resolve));
+  }
 });
