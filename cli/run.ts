@@ -201,19 +201,35 @@ function countConfigPorts(config: Config): number {
 }
 
 /**
- * Resolves on the first SIGINT or SIGTERM and calls `onRepeat` on the
- * next one, which ends the drain early as in HAProxy and nginx.
+ * Time after the first stop signal in which another one counts as the same
+ * request, in ms. Ctrl-C in a terminal, or systemd with its default
+ * `KillMode=control-group`, signals every process of the group, and a
+ * wrapper such as `deno task` passes its own copy on too.
+ */
+const REPEAT_GRACE_MS = 1000;
+
+/**
+ * Resolves on the first SIGINT or SIGTERM and calls `onRepeat` on a later
+ * one, at least `REPEAT_GRACE_MS` after the first, which ends the drain
+ * early as in HAProxy and nginx.
  */
 function waitForStopSignal(onRepeat: () => void): Promise<void> {
   return new Promise((resolve) => {
-    let received = false;
+    let first: number | undefined;
     const onSignal = () => {
-      if (received) {
-        onRepeat();
+      if (first === undefined) {
+        first = Date.now();
+        resolve();
         return;
       }
-      received = true;
-      resolve();
+      if (Date.now() - first < REPEAT_GRACE_MS) {
+        log.info(
+          "Stop signal repeated within {graceMs} ms, as when it goes to a whole process group; still draining (send it again later to close connections now)",
+          { graceMs: REPEAT_GRACE_MS },
+        );
+        return;
+      }
+      onRepeat();
     };
     Deno.addSignalListener("SIGINT", onSignal);
     Deno.addSignalListener("SIGTERM", onSignal);

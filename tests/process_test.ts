@@ -179,10 +179,41 @@ Deno.test("anyport ends the drain early on a second SIGTERM", async () => {
   await session.read(new Uint8Array(1));
   proxy.child.kill("SIGTERM");
   await proxy.waitForLog(/Stopping/);
+  // A repeat within a second counts as the same request.
+  await delay(1_100);
   const code = await proxy.stop("SIGTERM");
   assert.equal(code, 0);
   assert.match(proxy.stderr, /Stopped; 1 connections were closed/);
   closeQuietly(session);
+});
+
+Deno.test("anyport keeps draining after a signal sent twice at once", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    DrainTimeoutMs: 60_000,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  const session = await connect(port!);
+  await writeAll(session, new TextEncoder().encode("x"));
+  await session.read(new Uint8Array(1));
+  // As from Ctrl-C under `deno task`: the process and its wrapper both
+  // receive the signal, and the wrapper passes its copy on.
+  proxy.child.kill("SIGINT");
+  await proxy.waitForLog(/Stopping/);
+  proxy.child.kill("SIGINT");
+  await proxy.waitForLog(/Stop signal repeated/);
+  await writeAll(session, new TextEncoder().encode("y"));
+  const echoed = new Uint8Array(1);
+  assert.equal(await session.read(echoed), 1, "the drained connection died");
+  assert.equal(new TextDecoder().decode(echoed), "y");
+  closeQuietly(session);
+  const code = await proxy.child.status;
+  assert.equal(code.code, 0);
+  await proxy.waitForLog(/Stopped; 0 connections were closed/);
 });
 
 Deno.test("anyport ignores SIGHUP while it drains", async () => {
