@@ -221,12 +221,13 @@ function checkLoops(
 
 /**
  * Returns whether connecting to `host` reaches this machine's loopback:
- * `localhost`, 127.0.0.0/8 (also v4-mapped, `::ffff:127.0.0.1`), `::1`, and
- * the unspecified addresses `0.0.0.0` and `::`, which Linux connects to the
- * local host.
+ * `localhost` and names under it in any case (RFC 6761), 127.0.0.0/8 (also
+ * v4-mapped, `::ffff:127.0.0.1`), `::1`, and the unspecified addresses
+ * `0.0.0.0` and `::`, which Linux connects to the local host.
  */
 function isLoopback(host: string): boolean {
-  if (host === "localhost") return true;
+  const name = host.toLowerCase().replace(/\.$/, "");
+  if (name === "localhost" || name.endsWith(".localhost")) return true;
   const bytes = parseAddress(host);
   if (bytes === undefined) return false;
   const v4 = bytes.length === 4
@@ -247,7 +248,10 @@ function checkDuplicateTargets(
   problems: ConfigProblem[],
 ) {
   for (const [appIndex, app] of apps.entries()) {
-    const targets = (raw[appIndex] as { Targets?: unknown }).Targets;
+    const item = raw[appIndex];
+    // Items that are no app object were reported by readApp.
+    if (!isObject(item)) continue;
+    const targets = item.Targets;
     if (!Array.isArray(targets)) continue;
     const seen = new Map<string, number>();
     for (const [i, target] of targets.entries()) {

@@ -169,6 +169,9 @@ Deno.test("parseConfig() rejects every spelling of a looping target", async (t) 
   const targets = [
     "127.0.0.5:8900",
     "localhost:8900",
+    "LocalHost:8900",
+    "localhost.:8900",
+    "app.localhost:8900",
     "[::1]:8900",
     "[::ffff:127.0.0.1]:8900",
     "0.0.0.0:8900",
@@ -219,6 +222,14 @@ Deno.test("parseConfig() rejects Apps that is not a list", () => {
     '{"Apps": {"Name": "web"}}',
     "Apps",
     '{"Name":"web"} is not a non-empty list of apps',
+  );
+});
+
+Deno.test("parseConfig() rejects a null app", () => {
+  assertOneProblem(
+    withApps(null, VALID_APP),
+    "Apps[0]",
+    "null is not an app object",
   );
 });
 
