@@ -52,6 +52,7 @@ export function connectToApp(
     if (target === undefined || control?.cancelled) return done(undefined);
     index++;
     target.beginConnect();
+    if (control !== undefined) control.target = target.address.label;
     dialTarget(
       target.address,
       settings.connectTimeoutMs,

@@ -49,6 +49,13 @@ export class DialControl {
   cancelled = false;
   /** Ends the attempt in flight; set by the attempt itself. */
   stop: (() => void) | undefined;
+  /**
+   * Called with each socket and its destination port right after
+   * `connect(2)`, while the connection is being set up.
+   */
+  onConnect: ((fd: number, port: number) => void) | undefined;
+  /** The target being dialled, as written in the config; for logs. */
+  target: string | undefined;
 
   /** Closes the socket of the attempt in flight and stops further tries. */
   cancel(): void {
@@ -219,6 +226,8 @@ function connectOnce(
       return done(new OsError("connect", code));
     }
   }
+  // Both address families keep the port at bytes 2 and 3.
+  control?.onConnect?.(fd, (sockaddr[2]! << 8) | sockaddr[3]!);
   let watched: Watched;
   try {
     watched = loop.watch(fd);

@@ -11,8 +11,9 @@ import { describeChanges } from "./config_diff.ts";
 import { Session } from "./session.ts";
 import { EventLoop } from "./event_loop.ts";
 import type { ConnHandler } from "./frontend.ts";
-import { net } from "../ffi/net.ts";
+import { closeWithReset, net } from "../ffi/net.ts";
 import type { SocketAddress } from "./sockaddr.ts";
+import { type LoopedTarget, SelfConnections } from "./self_connect.ts";
 
 const log = getLogger(["anyport"]);
 const accessLog = getLogger(["anyport", "access"]);
@@ -42,6 +43,10 @@ export class Proxy {
   readonly #loop: EventLoop;
   #stopping = false;
   #idleTimer: ReturnType<typeof setInterval> | undefined;
+  /** Target connections to the proxy's own port numbers, to catch loops. */
+  readonly #self = new SelfConnections((port) =>
+    this.#router.route(port) !== undefined
+  );
 
   private constructor(config: Config) {
     this.#config = config;
@@ -176,6 +181,16 @@ export class Proxy {
       net().close(fd);
       return;
     }
+    if (peer !== undefined && this.#self.size > 0) {
+      const looped = this.#self.take(peer);
+      if (looped !== undefined) {
+        // The reset reaches the proxy's own target socket and ends the loop
+        // there, after one round.
+        closeWithReset(fd);
+        this.#logLoop(looped, port);
+        return;
+      }
+    }
     const app = this.#router.route(port);
     if (app === undefined) {
       this.#logRejected(peer, port);
@@ -196,6 +211,11 @@ export class Proxy {
     }
     const session = new Session(this.#loop, client, peer, port, app);
     this.#sessions.add(session);
+    session.dial.onConnect = (targetFd, targetPort) =>
+      this.#self.noteConnect(targetFd, targetPort, () => ({
+        app: app.name,
+        target: session.dial.target ?? "-",
+      }));
     connectToApp(
       app,
       this.#config.settings,
@@ -284,6 +304,18 @@ export class Proxy {
         received: pipe?.received ?? 0,
         durationMs: Date.now() - session.started,
       },
+    );
+  }
+
+  #logLoop(looped: LoopedTarget, port: number) {
+    const suppressed = limiter.allow(`loop:${looped.target}`, Date.now());
+    if (suppressed < 0) return;
+    log.error(
+      withSuppressed(
+        "Target {target} of app {app} leads back to this proxy (port {port}): reset the looping connection; point the target at the server instead",
+        suppressed,
+      ),
+      { target: looped.target, app: looped.app, port, suppressed },
     );
   }
 

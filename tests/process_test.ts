@@ -5,9 +5,11 @@ import {
   closeQuietly,
   connect,
   delay,
+  drain,
   echoServer,
   FAST_SETTINGS,
   freePorts,
+  isRoot,
   ProxyProcess,
   ROOT,
   roundTrip,
@@ -565,4 +567,68 @@ Deno.test("anyport delivers a reply sent during an upload before a target reset"
   } finally {
     await new Promise((resolve) => target.close(resolve));
   }
+});
+
+/** Whether this process is root in a network namespace with only loopback. */
+function inTestNamespace(): boolean {
+  if (!isRoot()) return false;
+  const interfaces = Deno.readTextFileSync("/proc/self/net/dev")
+    .split("\n")
+    .slice(2)
+    .map((line) => line.split(":")[0]?.trim())
+    .filter((name) => name !== undefined && name !== "");
+  return interfaces.every((name) => name === "lo");
+}
+
+async function ip(...args: string[]): Promise<void> {
+  const { success, stderr } = await new Deno.Command("ip", {
+    args,
+    stderr: "piped",
+  }).output();
+  if (!success) {
+    throw new Error(
+      `ip ${args.join(" ")}: ${new TextDecoder().decode(stderr)}`,
+    );
+  }
+}
+
+Deno.test({
+  name: "anyport resets a target that leads back to itself",
+  // Adds an address to the loopback interface, so only in a namespace of the
+  // test run's own.
+  ignore: !inTestNamespace(),
+  async fn() {
+    // A local address that is not loopback, which the config check passes.
+    const local = "10.200.0.1";
+    await ip("addr", "add", `${local}/32`, "dev", "lo");
+    try {
+      const [port] = freePorts(1);
+      const path = await writeConfigFile({
+        ...FAST_SETTINGS,
+        ListenAddress: "0.0.0.0",
+        Apps: [{ Name: "self", Ports: [port], Targets: [`${local}:${port}`] }],
+      });
+      await using proxy = new ProxyProcess(path, ["--log-level", "warning"]);
+      await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+      await delay(200);
+      const baseline = await proxy.fdCount();
+      // Each client ends at once, with a FIN when the reset came back before
+      // the connect finished ("no target") and with a reset after it.
+      for (let i = 0; i < 3; i++) {
+        const conn = await connect(port!);
+        let ended = false;
+        drain(conn).catch(() => 0).finally(() => ended = true);
+        await waitFor(() => ended, 5_000, `client ${i} to be closed`);
+        closeQuietly(conn);
+      }
+      await proxy.waitForLog(/Target 10\.200\.0\.1:\d+ of app self leads back/);
+      await waitFor(
+        async () => await proxy.fdCount() <= baseline,
+        5_000,
+        "descriptors back to the baseline",
+      );
+    } finally {
+      await ip("addr", "del", `${local}/32`, "dev", "lo");
+    }
+  },
 });
