@@ -104,3 +104,6 @@ export function layoutMismatch(
   }
   return undefined;
 }
+
+/** Default directory for pins; one subdirectory per network namespace. */
+export const DEFAULT_PIN_ROOT = "/sys/fs/bpf/anyport";

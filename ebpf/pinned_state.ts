@@ -21,6 +21,7 @@ import {
 } from "../ffi/bpf_fd.ts";
 import { closeFd, openReadOnly } from "../ffi/libc.ts";
 import {
+  DEFAULT_PIN_ROOT,
   HOST_LITTLE_ENDIAN,
   MAP_NAMES,
   type MapName,
@@ -30,8 +31,7 @@ import { STEER_OBJECT } from "./object.ts";
 import { checkBpfRequirements } from "./requirements.ts";
 import { SteeringMaps } from "./steering_maps.ts";
 
-/** Default directory for pins; one subdirectory per network namespace. */
-export const DEFAULT_PIN_ROOT = "/sys/fs/bpf/anyport";
+export { DEFAULT_PIN_ROOT };
 
 /** File name of the pinned link inside a state directory. */
 const LINK_PIN = "link";

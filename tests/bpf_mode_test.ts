@@ -191,3 +191,39 @@ Deno.test({
     assert.equal(await proxy.stop("SIGTERM"), 0);
   },
 });
+
+Deno.test({
+  ...BPF,
+  name: "anyport warns in listeners mode of steering left attached",
+  async fn() {
+    requireTestNamespace();
+    await using a = nameServer("a");
+    await using b = nameServer("b");
+    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    const listenersMode = () =>
+      new ProxyProcess(
+        path,
+        ["--mode", "listeners", "--log-level", "info", "--no-access-log"],
+        undefined,
+        ["--allow-all"],
+      );
+    {
+      await using killed = startBpfProxy(path);
+      await killed.waitForLog(/Started in bpf mode/);
+      await killed.stop("SIGKILL");
+    }
+    {
+      await using listeners = listenersMode();
+      await listeners.waitForLog(/Started in listeners mode/);
+      assert.match(listeners.stderr, /BPF steering of an earlier BPF-mode run/);
+      assert.equal(await listeners.stop("SIGTERM"), 0);
+    }
+    await detachAll();
+    {
+      await using listeners = listenersMode();
+      await listeners.waitForLog(/Started in listeners mode/);
+      assert.equal(await roundTrip(A_PORTS.first, ""), "a");
+      assert.doesNotMatch(listeners.stderr, /BPF steering of an earlier/);
+    }
+  },
+});
