@@ -88,7 +88,7 @@ export async function runProxy(options: RunOptions): Promise<number> {
   );
   const closed = await proxy.stop(force.signal);
   log.info(
-    "Stopped; {closed} connections were closed at the end of the drain",
+    "Stopped; connections closed at the end of the drain: {closed}",
     { closed },
   );
   return 0;

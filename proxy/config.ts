@@ -48,7 +48,9 @@ export async function readConfig(path: string): Promise<Config> {
  * @param source file name used in the error message
  * @throws {ConfigError} listing every problem found
  */
-export function parseConfig(text: string, source = "config"): Config {
+export function parseConfig(raw: string, source = "config"): Config {
+  // Editors on Windows start UTF-8 files with a byte order mark.
+  const text = raw.startsWith("\uFEFF") ? raw.slice(1) : raw;
   if (text.trim() === "") {
     throw new ConfigError(source, [{
       path: "",

@@ -147,6 +147,12 @@ Deno.test("parseConfig() reports a missing colon with its position", () => {
   );
 });
 
+Deno.test("parseConfig() skips a UTF-8 byte order mark", () => {
+  const config = parseConfig("\uFEFF" + withApps(VALID_APP));
+
+  assert.equal(config.apps.length, 1);
+});
+
 Deno.test("parseConfig() rejects empty text", () => {
   const problems = problemsOf("");
 

@@ -142,7 +142,9 @@ Deno.test("anyport drains open connections on SIGTERM, then exits 0", async () =
   closeQuietly(session);
   const { code } = await proxy.child.status;
   assert.equal(code, 0);
-  await proxy.waitForLog(/Stopped; 0 connections were closed/);
+  await proxy.waitForLog(
+    /Stopped; connections closed at the end of the drain: 0/,
+  );
 });
 
 Deno.test("anyport closes connections left at the end of the drain", async () => {
@@ -162,7 +164,10 @@ Deno.test("anyport closes connections left at the end of the drain", async () =>
   const code = await proxy.stop("SIGTERM");
   assert.equal(code, 0);
   assert.ok(Date.now() - started < 3_000, "drain timeout not applied");
-  assert.match(proxy.stderr, /Stopped; 1 connections were closed/);
+  assert.match(
+    proxy.stderr,
+    /Stopped; connections closed at the end of the drain: 1/,
+  );
   closeQuietly(session);
 });
 
@@ -185,7 +190,10 @@ Deno.test("anyport ends the drain early on a second SIGTERM", async () => {
   await delay(1_100);
   const code = await proxy.stop("SIGTERM");
   assert.equal(code, 0);
-  assert.match(proxy.stderr, /Stopped; 1 connections were closed/);
+  assert.match(
+    proxy.stderr,
+    /Stopped; connections closed at the end of the drain: 1/,
+  );
   closeQuietly(session);
 });
 
@@ -215,7 +223,9 @@ Deno.test("anyport keeps draining after a signal sent twice at once", async () =
   closeQuietly(session);
   const code = await proxy.child.status;
   assert.equal(code.code, 0);
-  await proxy.waitForLog(/Stopped; 0 connections were closed/);
+  await proxy.waitForLog(
+    /Stopped; connections closed at the end of the drain: 0/,
+  );
 });
 
 Deno.test("anyport ignores SIGHUP while it drains", async () => {
