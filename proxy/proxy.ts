@@ -211,6 +211,11 @@ export class Proxy {
     }
     const session = new Session(this.#loop, client, peer, port, app);
     this.#sessions.add(session);
+    // Until the pipe takes the client over, only a reset matters: a client
+    // that sent its request and a FIN still gets the reply.
+    client.handler = (watched) => {
+      if (watched.failed) session.resetByClient();
+    };
     session.dial.onConnect = (targetFd, targetPort) =>
       this.#self.noteConnect(targetFd, targetPort, () => ({
         app: app.name,
@@ -229,14 +234,18 @@ export class Proxy {
 
   /** Pipes a session to its target, or ends it when there is none. */
   #serve(session: Session, connected: TargetConn | undefined): void {
-    if (connected === undefined || session.aborted) {
+    if (connected === undefined || session.aborted || session.clientReset) {
       if (connected !== undefined) this.#loop.close(connected.conn.fd);
       session.finish();
       this.#sessions.delete(session);
       this.#logAccess(
         session,
         undefined,
-        session.aborted ? "aborted" : "no target",
+        session.clientReset
+          ? "client reset"
+          : session.aborted
+          ? "aborted"
+          : "no target",
       );
       return;
     }

@@ -16,6 +16,8 @@ export class Session {
   /** Set once a target accepted the connection and bytes flow. */
   pipe: Pipe | undefined;
   aborted = false;
+  /** The client reset its connection before a target accepted. */
+  clientReset = false;
   /** Cancels the connect to a target while there is no pipe yet. */
   readonly dial = new DialControl();
   readonly #loop: EventLoop;
@@ -66,6 +68,19 @@ export class Session {
       this.#loop.release(this.client.fd);
       closeWithReset(this.client.fd);
     }
+    this.dial.cancel();
+  }
+
+  /**
+   * Ends a session whose client reset before a target accepted. The connect
+   * in progress is cancelled, so its socket does not stay open until the
+   * connect timeout.
+   */
+  resetByClient(): void {
+    if (this.pipe !== undefined || this.#clientClosed) return;
+    this.clientReset = true;
+    this.#clientClosed = true;
+    this.#loop.close(this.client.fd);
     this.dial.cancel();
   }
 

@@ -653,3 +653,35 @@ Deno.test("proxy resets a stuck reader at the idle timeout", async () => {
     `client saw ${clientError}; want ConnectionReset, not a clean end`,
   );
 });
+
+Deno.test({
+  name: "proxy cancels a pending connect when the client resets",
+  ignore: !isRoot() || !hasNft(),
+  async fn() {
+    const [port, blackholed] = freePorts(2);
+    await using _rule = await dropSyns(blackholed!);
+    await using proxy = await TestProxy.start({
+      ...FAST_SETTINGS,
+      ConnectTimeoutMs: 10_000,
+      Apps: [{
+        Name: "a",
+        Ports: [port],
+        Targets: [`127.0.0.1:${blackholed}`],
+      }],
+    });
+    const client = net.connect(port!, "127.0.0.1");
+    await new Promise((resolve) => client.once("connect", resolve));
+    await waitFor(
+      () => proxy.proxy.connections === 1,
+      2_000,
+      "the proxy to accept",
+    );
+    client.resetAndDestroy();
+    // Without the cancel the session waits out the 10 s connect timeout.
+    await waitFor(
+      () => proxy.proxy.connections === 0,
+      2_000,
+      "the session to end",
+    );
+  },
+});
