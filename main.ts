@@ -61,7 +61,12 @@ async function main(args: string[]): Promise<number> {
       },
     });
   } catch (error) {
-    return usageError((error as Error).message);
+    const message = (error as Error).message;
+    // node:util's own text suggests "--", which anyport has no use for.
+    const unknown = /^Unknown option '([^']+)'/.exec(message)?.[1];
+    return usageError(
+      unknown === undefined ? message : `Unknown option "${unknown}"`,
+    );
   }
   const { values, positionals } = parsed;
   if (values.help) {

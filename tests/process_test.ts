@@ -386,8 +386,10 @@ Deno.test("anyport check accepts the shipped configs", async () => {
 
 Deno.test("anyport rejects an unknown option with usage help", async () => {
   const { code, stderr } = await runCli(["--bogus"]);
+  const text = new TextDecoder().decode(stderr);
   assert.equal(code, 2);
-  assert.match(new TextDecoder().decode(stderr), /anyport --help/);
+  assert.match(text, /^Unknown option "--bogus"\n/);
+  assert.match(text, /anyport --help/);
 });
 
 function runCli(args: string[]): Promise<Deno.CommandOutput> {
