@@ -9,6 +9,7 @@ import { Proxy } from "../proxy/proxy.ts";
 import type { EventLoop } from "../proxy/event_loop.ts";
 import type { FrontendMode } from "../proxy/settings.ts";
 import { DEFAULT_PIN_ROOT } from "../ebpf/layout.ts";
+import { logSuppressed } from "../proxy/rate_limit.ts";
 
 const log = getLogger(["anyport"]);
 
@@ -72,7 +73,11 @@ export async function runProxy(options: RunOptions): Promise<number> {
     ),
   });
 
+  // Counts of repeated errors that no later line reported, such as the end
+  // of a burst, are logged at most one window late.
+  const summaries = setInterval(() => logSuppressed(), 10_000);
   await stopRequested;
+  clearInterval(summaries);
   stopWatching();
   // SIGHUP ends the process by default, so it stays handled while draining.
   Deno.addSignalListener("SIGHUP", () => {
@@ -87,6 +92,7 @@ export async function runProxy(options: RunOptions): Promise<number> {
     },
   );
   const closed = await proxy.stop(force.signal);
+  logSuppressed(Date.now(), true);
   log.info(
     "Stopped; connections closed at the end of the drain: {closed}",
     { closed },

@@ -124,7 +124,7 @@ export class Acceptor {
   };
 
   #failed(code: number) {
-    const suppressed = limiter.allow(`accept:${this.#label}`, Date.now());
+    const suppressed = limiter.allow(`accepts on ${this.#label}`, Date.now());
     if (suppressed >= 0) {
       this.#log.error(
         withSuppressed("Accept failed on {socket}: {error}", suppressed),

@@ -107,7 +107,7 @@ function logResourceError(
   error: DialError,
   client: () => string,
 ) {
-  const suppressed = limiter.allow("resources", Date.now());
+  const suppressed = limiter.allow("connects without resources", Date.now());
   if (suppressed < 0) return;
   log.error(
     withSuppressed(
@@ -132,7 +132,7 @@ function logFailure(
   failover: boolean,
 ) {
   const suppressed = limiter.allow(
-    `${app.name}\0${target.address.label}`,
+    `connects to target ${target.address.label} of app "${app.name}"`,
     Date.now(),
   );
   if (suppressed < 0) return;

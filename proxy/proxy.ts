@@ -317,7 +317,10 @@ export class Proxy {
   }
 
   #logLoop(looped: LoopedTarget, port: number) {
-    const suppressed = limiter.allow(`loop:${looped.target}`, Date.now());
+    const suppressed = limiter.allow(
+      `loops through target ${looped.target}`,
+      Date.now(),
+    );
     if (suppressed < 0) return;
     log.error(
       withSuppressed(
@@ -329,7 +332,10 @@ export class Proxy {
   }
 
   #logRejected(peer: SocketAddress | undefined, port: number) {
-    const suppressed = limiter.allow(`port:${port}`, Date.now());
+    const suppressed = limiter.allow(
+      `connections to unowned port ${port}`,
+      Date.now(),
+    );
     if (suppressed < 0) return;
     log.warning(
       withSuppressed(

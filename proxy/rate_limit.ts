@@ -1,6 +1,17 @@
+import { getLogger } from "@logtape/logtape";
+
+const log = getLogger(["anyport"]);
+
+/** Every limiter, so that counts nobody reported yet can be logged. */
+const limiters = new Set<LogRateLimiter>();
+
 /**
  * Per-key limiter for repeated log lines: allows `burst` lines per key in
  * each window and counts the rest, so a flood of one error stays readable.
+ * Keys describe the lines, such as `accepts on port 80`, because summaries
+ * name them.
+ * The count of dropped lines goes on the next line allowed for the key, or
+ * into a summary line from {@linkcode logSuppressed}.
  */
 export class LogRateLimiter {
   readonly burst: number;
@@ -10,6 +21,22 @@ export class LogRateLimiter {
   constructor(burst = 5, windowMs = 10_000) {
     this.burst = burst;
     this.windowMs = windowMs;
+    limiters.add(this);
+  }
+
+  /**
+   * Removes and returns the keys whose window ended with lines dropped,
+   * with their counts; every such key when `all` is set.
+   */
+  takeSuppressed(now: number, all = false): [string, number][] {
+    const taken: [string, number][] = [];
+    for (const [key, window] of this.#windows) {
+      if (window.count <= this.burst) continue;
+      if (!all && now - window.start < this.windowMs) continue;
+      taken.push([key, window.count - this.burst]);
+      this.#windows.delete(key);
+    }
+    return taken;
   }
 
   /**
@@ -46,4 +73,19 @@ export function withSuppressed(template: string, suppressed: number): string {
   return suppressed > 0
     ? `${template} ({suppressed} similar messages suppressed)`
     : template;
+}
+
+/**
+ * Logs one line per key whose dropped lines no later line reported, such as
+ * the end of a burst of errors. Call it now and then, and with `all` at stop.
+ */
+export function logSuppressed(now = Date.now(), all = false): void {
+  for (const limiter of limiters) {
+    for (const [key, count] of limiter.takeSuppressed(now, all)) {
+      log.warning(
+        "{count} more log lines about {key} were suppressed",
+        { count, key },
+      );
+    }
+  }
 }

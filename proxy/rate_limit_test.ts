@@ -75,3 +75,22 @@ Deno.test("LogRateLimiter allows the first line of many keys", () => {
   // Keys still inside their window survive the pruning of old keys.
   assert.equal(limiter.allow("key 19999", 19_999), -1);
 });
+
+Deno.test("LogRateLimiter.takeSuppressed() returns counts of ended windows", () => {
+  const limiter = new LogRateLimiter(2, 1_000);
+  for (let i = 0; i < 7; i++) limiter.allow("refused", 100);
+  limiter.allow("quiet", 100);
+
+  assert.deepEqual(limiter.takeSuppressed(500), []);
+  assert.deepEqual(limiter.takeSuppressed(1_100), [["refused", 5]]);
+  assert.deepEqual(limiter.takeSuppressed(1_200), []);
+  // Reported once: the next window starts without the old count.
+  assert.equal(limiter.allow("refused", 1_300), 0);
+});
+
+Deno.test("LogRateLimiter.takeSuppressed() takes running windows at stop", () => {
+  const limiter = new LogRateLimiter(1, 1_000);
+  for (let i = 0; i < 4; i++) limiter.allow("refused", 100);
+
+  assert.deepEqual(limiter.takeSuppressed(200, true), [["refused", 3]]);
+});
