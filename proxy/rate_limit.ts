@@ -2,7 +2,7 @@ import { getLogger } from "@logtape/logtape";
 
 const log = getLogger(["anyport"]);
 
-/** Every limiter, so that counts nobody reported yet can be logged. */
+/** Every limiter, so that counts not reported yet can be logged. */
 const limiters = new Set<LogRateLimiter>();
 
 /**
@@ -29,14 +29,14 @@ export class LogRateLimiter {
    * with their counts; every such key when `all` is set.
    */
   takeSuppressed(now: number, all = false): [string, number][] {
-    const taken: [string, number][] = [];
+    const suppressed: [string, number][] = [];
     for (const [key, window] of this.#windows) {
       if (window.count <= this.burst) continue;
       if (!all && now - window.start < this.windowMs) continue;
-      taken.push([key, window.count - this.burst]);
+      suppressed.push([key, window.count - this.burst]);
       this.#windows.delete(key);
     }
-    return taken;
+    return suppressed;
   }
 
   /**
