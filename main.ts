@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { checkConfig } from "./cli/check.ts";
 import { LOG_LEVELS, setupLogging } from "./cli/logging.ts";
 import { runProxy } from "./cli/run.ts";
+import { explainMissingObject } from "./ebpf/missing_object.ts";
 import type { LogLevel } from "@logtape/logtape";
 import type { FrontendMode } from "./proxy/settings.ts";
 import denoJson from "./deno.json" with { type: "json" };
@@ -41,8 +42,15 @@ connections finish for up to DrainTimeoutMs, then exit 0.`;
 async function main(args: string[]): Promise<number> {
   if (args[0] === "bpf") {
     // The bpf command parses its own options, such as --pin-root.
-    const { runBpfCommand } = await import("./cli/bpf.ts");
-    return await runBpfCommand(args.slice(1));
+    let bpf;
+    try {
+      bpf = await import("./cli/bpf.ts");
+    } catch (error) {
+      // deno-lint-ignore no-console
+      console.error((explainMissingObject(error) as Error).message);
+      return 1;
+    }
+    return await bpf.runBpfCommand(args.slice(1));
   }
   let parsed;
   try {

@@ -9,6 +9,7 @@ import { Proxy } from "../proxy/proxy.ts";
 import type { EventLoop } from "../proxy/event_loop.ts";
 import type { FrontendMode } from "../proxy/settings.ts";
 import { DEFAULT_PIN_ROOT } from "../ebpf/layout.ts";
+import { explainMissingObject } from "../ebpf/missing_object.ts";
 import { logSuppressed } from "../proxy/rate_limit.ts";
 
 const log = getLogger(["anyport"]);
@@ -172,7 +173,13 @@ async function createFrontend(
   }
   // Imported here so that the default mode loads neither libbpf nor the
   // embedded BPF object.
-  const { BpfFrontend } = await import("../proxy/bpf_frontend.ts");
+  let module;
+  try {
+    module = await import("../proxy/bpf_frontend.ts");
+  } catch (error) {
+    throw explainMissingObject(error);
+  }
+  const { BpfFrontend } = module;
   return await BpfFrontend.open({
     prefixes: config.settings.steerPrefixes,
     onConn,
