@@ -34,7 +34,9 @@ export interface TargetConn {
  * @param client returns the client address, for the logs
  * @param control cancels the connect, and the tries of further targets
  * @param done gets the connection, or `undefined` when no target could be
- * reached or `control` was cancelled; it may be called before this returns
+ * reached or `control` was cancelled, then with `"out of resources"` when
+ * the proxy ran out of descriptors or memory rather than a target failing;
+ * it may be called before this returns
  */
 export function connectToApp(
   app: App,
@@ -43,7 +45,10 @@ export function connectToApp(
   loop: EventLoop,
   client: () => string,
   control: DialControl | undefined,
-  done: (connected: TargetConn | undefined) => void,
+  done: (
+    connected: TargetConn | undefined,
+    failure?: "out of resources",
+  ) => void,
 ): void {
   const candidates = app.balancer.order(app.targets, Date.now());
   let index = 0;
@@ -79,7 +84,7 @@ export function connectToApp(
           // not to blame, and the other targets would fail the same way.
           target.cancelConnect();
           logResourceError(app, target, result, client);
-          return done(undefined);
+          return done(undefined, "out of resources");
         }
         const wasUp = target.failures === 0;
         const period = target.recordFailure(

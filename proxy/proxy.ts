@@ -228,12 +228,16 @@ export class Proxy {
       this.#loop,
       () => session.clientLabel,
       session.dial,
-      (connected) => this.#serve(session, connected),
+      (connected, failure) => this.#serve(session, connected, failure),
     );
   };
 
   /** Pipes a session to its target, or ends it when there is none. */
-  #serve(session: Session, connected: TargetConn | undefined): void {
+  #serve(
+    session: Session,
+    connected: TargetConn | undefined,
+    failure?: "out of resources",
+  ): void {
     if (connected === undefined || session.aborted || session.clientReset) {
       if (connected !== undefined) this.#loop.close(connected.conn.fd);
       session.finish();
@@ -245,7 +249,7 @@ export class Proxy {
           ? "client reset"
           : session.aborted
           ? "aborted"
-          : "no target",
+          : failure ?? "no target",
       );
       return;
     }
