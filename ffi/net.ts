@@ -172,3 +172,15 @@ export function sendQueueBytes(fd: number): number {
   if (net().ioctl(fd, SIOCOUTQ, optionValue) < 0) return 0;
   return optionView.getInt32(0, true);
 }
+
+/** `ioctl(2)` request for the bytes in a socket's receive queue (`FIONREAD`). */
+const SIOCINQ = 0x541bn;
+
+/**
+ * Returns the bytes that socket `fd` received and nobody read yet, or 0 when
+ * the call fails.
+ */
+export function receiveQueueBytes(fd: number): number {
+  if (net().ioctl(fd, SIOCINQ, optionValue) < 0) return 0;
+  return optionView.getInt32(0, true);
+}

@@ -11,7 +11,7 @@ import { describeChanges } from "./config_diff.ts";
 import { Session } from "./session.ts";
 import { EventLoop } from "./event_loop.ts";
 import type { ConnHandler } from "./frontend.ts";
-import { closeWithReset, net } from "../ffi/net.ts";
+import { closeWithReset, net, receiveQueueBytes } from "../ffi/net.ts";
 import type { SocketAddress } from "./sockaddr.ts";
 import { type LoopedTarget, SelfConnections } from "./self_connect.ts";
 
@@ -212,9 +212,12 @@ export class Proxy {
     const session = new Session(this.#loop, client, peer, port, app);
     this.#sessions.add(session);
     // Until the pipe takes the client over, only a reset matters: a client
-    // that sent its request and a FIN still gets the reply.
+    // that sent its request and a FIN still gets the reply. Bytes sent before
+    // the reset still go to the target, so then the connect goes on.
     client.handler = (watched) => {
-      if (watched.failed) session.resetByClient();
+      if (watched.failed && receiveQueueBytes(watched.fd) === 0) {
+        session.resetByClient();
+      }
     };
     session.dial.onConnect = (targetFd, targetPort) =>
       this.#self.noteConnect(targetFd, targetPort, () => ({
@@ -239,7 +242,11 @@ export class Proxy {
     failure?: "out of resources",
   ): void {
     if (connected === undefined || session.aborted || session.clientReset) {
-      if (connected !== undefined) this.#loop.close(connected.conn.fd);
+      if (connected !== undefined) {
+        // A FIN would tell the target that an empty request ended complete.
+        this.#loop.release(connected.conn.fd);
+        closeWithReset(connected.conn.fd);
+      }
       session.finish();
       this.#sessions.delete(session);
       this.#logAccess(

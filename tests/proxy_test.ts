@@ -685,3 +685,57 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "proxy delivers bytes a client sent before resetting during connect",
+  ignore: !isRoot() || !hasNft(),
+  async fn() {
+    let received = 0;
+    let targetEnd: unknown = "none";
+    let ended = false;
+    await using target = new TestServer(async (conn) => {
+      const buffer = new Uint8Array(65536);
+      try {
+        for (;;) {
+          const n = await conn.read(buffer);
+          if (n === null) break;
+          received += n;
+        }
+        targetEnd = "eof";
+      } catch (error) {
+        targetEnd = error;
+      }
+      ended = true;
+    });
+    const [port] = freePorts(1);
+    const targetPort = Number(target.target.split(":")[1]);
+    await using proxy = await TestProxy.start({
+      ...FAST_SETTINGS,
+      ConnectTimeoutMs: 10_000,
+      Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+    });
+    {
+      // The first SYN is dropped, so the connect waits for the retry (1 s).
+      await using _rule = await dropSyns(targetPort);
+      const client = net.connect(port!, "127.0.0.1");
+      await new Promise((resolve) => client.once("connect", resolve));
+      await waitFor(
+        () => proxy.proxy.connections === 1,
+        2_000,
+        "the proxy to accept",
+      );
+      await new Promise((resolve) =>
+        client.write(new Uint8Array(1000), resolve)
+      );
+      await delay(50);
+      client.resetAndDestroy();
+      await delay(100);
+    }
+    await waitFor(() => ended, 5_000, "the target connection to end");
+    assert.equal(received, 1000);
+    assert.ok(
+      targetEnd instanceof Deno.errors.ConnectionReset,
+      `target saw ${targetEnd}; want ConnectionReset`,
+    );
+  },
+});
