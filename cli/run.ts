@@ -49,6 +49,8 @@ export async function runProxy(options: RunOptions): Promise<number> {
   const stopWatching = watchConfig(options.configPath, reload);
   const force = new AbortController();
   const stopRequested = waitForStopSignal(() => {
+    // A signal to a process group arrives here twice.
+    if (force.signal.aborted) return;
     log.warning("Second stop signal: closing open connections now");
     force.abort();
   });
