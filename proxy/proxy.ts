@@ -187,6 +187,7 @@ export class Proxy {
         // The reset reaches the proxy's own target socket and ends the loop
         // there, after one round.
         closeWithReset(fd);
+        this.#markLoopDown(looped);
         this.#logLoop(looped, port);
         return;
       }
@@ -327,6 +328,23 @@ export class Proxy {
     );
   }
 
+  /**
+   * Puts a looping target into back-off, so that the next clients go to the
+   * app's other targets instead of starting another round.
+   */
+  #markLoopDown(looped: LoopedTarget) {
+    const target = this.#apps.get(looped.app)?.targets.find((t) =>
+      t.address.label === looped.target
+    );
+    if (target === undefined || target.failures > 0) return;
+    const settings = this.#config.settings;
+    target.recordFailure(
+      Date.now(),
+      settings.backoffMs,
+      settings.maxBackoffMs,
+    );
+  }
+
   #logLoop(looped: LoopedTarget, port: number) {
     const suppressed = limiter.allow(
       `loops through target ${looped.target}`,
@@ -335,7 +353,7 @@ export class Proxy {
     if (suppressed < 0) return;
     log.error(
       withSuppressed(
-        "Target {target} of app {app} leads back to this proxy (port {port}): reset the looping connection; point the target at the server instead",
+        "Target {target} of app {app} leads back to this proxy (port {port}): reset the looping connection and put the target into back-off; point the target at the server instead",
         suppressed,
       ),
       { target: looped.target, app: looped.app, port, suppressed },
