@@ -177,8 +177,8 @@ export function sendQueueBytes(fd: number): number {
 const SIOCINQ = 0x541bn;
 
 /**
- * Returns the bytes that socket `fd` received and nobody read yet, or 0 when
- * the call fails.
+ * Returns the bytes that socket `fd` received that were not read yet, or 0
+ * when the call fails.
  */
 export function receiveQueueBytes(fd: number): number {
   if (net().ioctl(fd, SIOCINQ, optionValue) < 0) return 0;
