@@ -14,6 +14,7 @@ import type { ConnHandler } from "./frontend.ts";
 import { closeWithReset, net, receiveQueueBytes } from "../ffi/net.ts";
 import type { SocketAddress } from "./sockaddr.ts";
 import { type LoopedTarget, SelfConnections } from "./self_connect.ts";
+import { parseAddress } from "./prefix.ts";
 
 const log = getLogger(["anyport"]);
 const accessLog = getLogger(["anyport", "access"]);
@@ -104,14 +105,17 @@ export class Proxy {
   async reload(config: Config): Promise<string[]> {
     const changes = describeChanges(this.#config, config);
     const old = this.#config.settings;
-    for (const key of ["mode", "listenAddress"] as const) {
-      if (config.settings[key] !== old[key]) {
-        throw new Error(
-          `Cannot change ${
-            key === "mode" ? "Mode" : "ListenAddress"
-          } on reload: restart the proxy to apply it`,
-        );
-      }
+    const fixed: string[] = [];
+    if (config.settings.mode !== old.mode) fixed.push("Mode");
+    if (!sameAddress(config.settings.listenAddress, old.listenAddress)) {
+      fixed.push("ListenAddress");
+    }
+    if (fixed.length > 0) {
+      throw new Error(
+        `Cannot change ${
+          fixed.join(" or ")
+        } on reload: restart the proxy to apply it`,
+      );
     }
     const previous = {
       config: this.#config,
@@ -412,4 +416,13 @@ function buildApps(
     apps.set(app.name, app);
   }
   return apps;
+}
+
+/** Returns whether two addresses are the same, however they are spelled. */
+function sameAddress(a: string, b: string): boolean {
+  if (a === b) return true;
+  const left = parseAddress(a);
+  const right = parseAddress(b);
+  return left !== undefined && right !== undefined &&
+    left.length === right.length && left.every((byte, i) => byte === right[i]);
 }

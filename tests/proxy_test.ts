@@ -739,3 +739,29 @@ Deno.test({
     );
   },
 });
+
+Deno.test("proxy reload names every setting that needs a restart", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  const app = { Name: "a", Ports: [port], Targets: [target.target] };
+  await using proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    ListenAddress: "::1",
+    Apps: [app],
+  });
+  await assert.rejects(
+    proxy.reload({
+      ...FAST_SETTINGS,
+      Mode: "bpf",
+      ListenAddress: "::2",
+      Apps: [app],
+    }),
+    /Cannot change Mode or ListenAddress on reload/,
+  );
+  // Another spelling of the same address needs no restart.
+  await proxy.reload({
+    ...FAST_SETTINGS,
+    ListenAddress: "0:0:0:0:0:0:0:1",
+    Apps: [app],
+  });
+});
