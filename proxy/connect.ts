@@ -34,9 +34,9 @@ export interface TargetConn {
  * @param client returns the client address, for the logs
  * @param control cancels the connect, and the tries of further targets
  * @param done gets the connection, or `undefined` when no target could be
- * reached or `control` was cancelled, then with `"out of resources"` when
- * the proxy ran out of descriptors or memory rather than a target failing;
- * it may be called before this returns
+ * reached or `control` was cancelled. A second argument, `"out of
+ * resources"`, means that the proxy ran out of descriptors or memory. It may
+ * be called before this returns.
  */
 export function connectToApp(
   app: App,
@@ -96,6 +96,12 @@ export function connectToApp(
         if (wasUp) {
           log.warning(
             "Target {target} of app {app} marked down for {backoffMs} ms",
+            { app: app.name, target: target.address.label, backoffMs: period },
+          );
+        } else {
+          // A failed probe: the back-off grew, once per period at most.
+          log.info(
+            "Target {target} of app {app} still down; next probe in {backoffMs} ms",
             { app: app.name, target: target.address.label, backoffMs: period },
           );
         }
