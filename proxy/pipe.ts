@@ -232,27 +232,9 @@ export class Pipe {
     if (this.#salvage !== undefined) return;
     const symbols = net();
     if (d.pending !== null) {
-      if (!d.dst.writable) return;
-      const written = symbols.send(
-        d.dst.fd,
-        d.pending,
-        d.pending.length,
-        MSG_NOSIGNAL,
-      );
-      if (written < 0) {
-        const code = lastErrno();
-        if (!isRetry(code)) return this.#fail(other(d.from), code);
-        d.dst.writable = false;
-        return;
-      }
-      // A slow reader that keeps taking bytes is not idle.
-      this.lastActive = this.#loop.now;
-      if (written < d.pending.length) {
-        d.pending = d.pending.subarray(written);
-        d.dst.writable = false;
-        return;
-      }
-      d.pending = null;
+      const result = this.#sendPending(d, d.pending);
+      if (result > 0) return this.#fail(other(d.from), result);
+      if (result < 0) return;
     }
     let reads = 0;
     while (!d.eof && d.src.readable) {
@@ -310,6 +292,35 @@ export class Pipe {
   }
 
   /**
+   * Sends `pending`, the bytes that `d` kept back. Returns 0 once all of them
+   * are sent, -1 while the destination is full, or the errno of a failed send.
+   */
+  #sendPending(d: Direction, pending: Uint8Array): number {
+    if (!d.dst.writable) return -1;
+    const written = net().send(
+      d.dst.fd,
+      pending,
+      pending.length,
+      MSG_NOSIGNAL,
+    );
+    if (written < 0) {
+      const code = lastErrno();
+      if (!isRetry(code)) return code;
+      d.dst.writable = false;
+      return -1;
+    }
+    // A slow reader that keeps taking bytes is not idle.
+    this.lastActive = this.#loop.now;
+    if (written < pending.length) {
+      d.pending = pending.subarray(written);
+      d.dst.writable = false;
+      return -1;
+    }
+    d.pending = null;
+    return 0;
+  }
+
+  /**
    * Ends the pipe after an error on `side` and resets the other side. Any
    * error counts, not only a reset, because a FIN would tell the peer that
    * the stream ended complete.
@@ -361,24 +372,9 @@ export class Pipe {
     const symbols = net();
     for (;;) {
       if (d.pending !== null) {
-        if (!d.dst.writable) return this.#checkLater();
-        const written = symbols.send(
-          d.dst.fd,
-          d.pending,
-          d.pending.length,
-          MSG_NOSIGNAL,
-        );
-        if (written < 0) {
-          if (!isRetry(lastErrno())) return this.#endSalvage();
-          d.dst.writable = false;
-          return this.#checkLater();
-        }
-        if (written < d.pending.length) {
-          d.pending = d.pending.subarray(written);
-          d.dst.writable = false;
-          return this.#checkLater();
-        }
-        d.pending = null;
+        const result = this.#sendPending(d, d.pending);
+        if (result > 0) return this.#endSalvage();
+        if (result < 0) return this.#checkLater();
       }
       if (d.eof) break;
       // recv(2) returns queued bytes before it reports the error, then 0.
