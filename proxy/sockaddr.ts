@@ -71,19 +71,13 @@ export function encodeSockAddr(
   address: Uint8Array,
   port: number,
 ): Uint8Array<ArrayBuffer> {
-  if (address.length === 4) {
-    const buffer = new Uint8Array(16);
-    buffer[0] = AF_INET;
-    buffer[2] = port >> 8;
-    buffer[3] = port & 0xff;
-    buffer.set(address, 4);
-    return buffer;
-  }
-  const buffer = new Uint8Array(28);
-  buffer[0] = AF_INET6;
+  // sockaddr_in is 16 bytes with the address at 4, sockaddr_in6 28 at 8.
+  const v4 = address.length === 4;
+  const buffer = new Uint8Array(v4 ? 16 : 28);
+  buffer[0] = v4 ? AF_INET : AF_INET6;
   buffer[2] = port >> 8;
   buffer[3] = port & 0xff;
-  buffer.set(address, 8);
+  buffer.set(address, v4 ? 4 : 8);
   return buffer;
 }
 
