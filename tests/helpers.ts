@@ -174,6 +174,28 @@ export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
   return out;
 }
 
+/** How a read to the end went: bytes read, and the error that ended it. */
+export interface ReadEnd {
+  received: number;
+  /** The read error, such as `ConnectionReset`; `undefined` after EOF. */
+  error: unknown;
+}
+
+/** Reads and discards until EOF or an error, and returns which it was. */
+export async function readToEnd(conn: Deno.Conn): Promise<ReadEnd> {
+  const buffer = new Uint8Array(64 * 1024);
+  let received = 0;
+  try {
+    for (;;) {
+      const n = await conn.read(buffer);
+      if (n === null) return { received, error: undefined };
+      received += n;
+    }
+  } catch (error) {
+    return { received, error };
+  }
+}
+
 /** Reads and discards until the peer closes; returns the byte count. */
 export async function drain(conn: Deno.Conn): Promise<number> {
   const buffer = new Uint8Array(64 * 1024);

@@ -11,6 +11,7 @@ import {
   freePorts,
   isRoot,
   ProxyProcess,
+  readToEnd,
   ROOT,
   roundTrip,
   TestServer,
@@ -556,18 +557,7 @@ Deno.test("anyport delivers a reply sent during an upload before a target reset"
           await writeAll(conn, chunk);
         }
       })().catch(() => {});
-      let received = 0;
-      let clientError: unknown;
-      const buffer = new Uint8Array(65536);
-      try {
-        for (;;) {
-          const n = await conn.read(buffer);
-          if (n === null) break;
-          received += n;
-        }
-      } catch (error) {
-        clientError = error;
-      }
+      const { received, error: clientError } = await readToEnd(conn);
       await upload;
       closeQuietly(conn);
       assert.equal(received, reply.length, `connection ${i}`);
@@ -581,7 +571,7 @@ Deno.test("anyport delivers a reply sent during an upload before a target reset"
   }
 });
 
-/** Whether this process is root in a network namespace with only loopback. */
+/** Returns whether this process is root in a network namespace with only loopback. */
 function inTestNamespace(): boolean {
   if (!isRoot()) return false;
   const interfaces = Deno.readTextFileSync("/proc/self/net/dev")

@@ -11,6 +11,8 @@ import {
   isRoot,
   nameServer,
   readAll,
+  type ReadEnd,
+  readToEnd,
   roundTrip,
   TestProxy,
   TestServer,
@@ -321,18 +323,7 @@ Deno.test("proxy delivers a reply sent just before a target reset", async () => 
     for (let i = 0; i < 20; i++) {
       const conn = await connect(port!);
       await writeAll(conn, new TextEncoder().encode("request"));
-      let received = 0;
-      let clientError: unknown;
-      const buffer = new Uint8Array(65536);
-      try {
-        for (;;) {
-          const n = await conn.read(buffer);
-          if (n === null) break;
-          received += n;
-        }
-      } catch (error) {
-        clientError = error;
-      }
+      const { received, error: clientError } = await readToEnd(conn);
       closeQuietly(conn);
       assert.equal(received, reply.length, `connection ${i}`);
       assert.ok(
@@ -690,22 +681,9 @@ Deno.test({
   name: "proxy delivers bytes a client sent before resetting during connect",
   ignore: !isRoot() || !hasNft(),
   async fn() {
-    let received = 0;
-    let targetEnd: unknown = "none";
-    let ended = false;
+    let end: ReadEnd | undefined;
     await using target = new TestServer(async (conn) => {
-      const buffer = new Uint8Array(65536);
-      try {
-        for (;;) {
-          const n = await conn.read(buffer);
-          if (n === null) break;
-          received += n;
-        }
-        targetEnd = "eof";
-      } catch (error) {
-        targetEnd = error;
-      }
-      ended = true;
+      end = await readToEnd(conn);
     });
     const [port] = freePorts(1);
     const targetPort = Number(target.target.split(":")[1]);
@@ -731,11 +709,15 @@ Deno.test({
       client.resetAndDestroy();
       await delay(100);
     }
-    await waitFor(() => ended, 5_000, "the target connection to end");
-    assert.equal(received, 1000);
+    await waitFor(
+      () => end !== undefined,
+      5_000,
+      "the target connection to end",
+    );
+    assert.equal(end!.received, 1000);
     assert.ok(
-      targetEnd instanceof Deno.errors.ConnectionReset,
-      `target saw ${targetEnd}; want ConnectionReset`,
+      end!.error instanceof Deno.errors.ConnectionReset,
+      `target saw ${end!.error}; want ConnectionReset`,
     );
   },
 });
