@@ -17,13 +17,13 @@ const EXIT_FLUSH_MS = 2000;
  * Lines logged while a write is in progress are queued and go out together
  * in the next write, so a busy proxy makes few writes. A reader that stops
  * reading (a full pipe to a stalled log collector) stalls only the write in
- * progress, which runs on one of Deno's worker threads; meanwhile the queue
- * grows to `MAX_QUEUED_CHARS`, further lines are dropped, and once the
- * reader takes data again a warning reports how many were lost. At exit the
- * sink waits up to two seconds for the queue to drain.
+ * progress, which runs on one of Deno's worker threads. Meanwhile the queue
+ * grows to `MAX_QUEUED_CHARS` and further lines are dropped. Once the reader
+ * takes data again, a warning reports how many were lost. At exit the sink
+ * waits up to two seconds for the queue to drain.
  *
- * @param write writes some bytes and returns how many it took; standard
- * error unless a test passes its own
+ * @param write writes some bytes and returns how many it took. It is
+ * standard error unless a test passes its own.
  */
 export function stderrSink(
   formatter: TextFormatter,

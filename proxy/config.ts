@@ -251,7 +251,7 @@ function checkDuplicateTargets(
 ) {
   for (const [appIndex, app] of apps.entries()) {
     const item = raw[appIndex];
-    // Items that are no app object were reported by readApp.
+    // Items that are not app objects were reported by readApp.
     if (!isObject(item)) continue;
     const targets = item.Targets;
     if (!Array.isArray(targets)) continue;

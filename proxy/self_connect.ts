@@ -60,8 +60,8 @@ export class SelfConnections {
   }
 
   /**
-   * Returns the proxy's own target connection that `peer` is, and removes
-   * it from the record, or `undefined` for a connection from anywhere else.
+   * Returns the recorded target connection whose local address is `peer`,
+   * and removes it from the record. Returns `undefined` for any other peer.
    */
   take(peer: SocketAddress): LoopedTarget | undefined {
     const key = peer.label;

@@ -72,9 +72,9 @@ export class Session {
   }
 
   /**
-   * Ends a session whose client reset before a target accepted. The connect
-   * in progress is cancelled, so its socket does not stay open until the
-   * connect timeout.
+   * Ends a session whose client reset, with no bytes sent, before a target
+   * accepted. The connect in progress is cancelled, so its socket does not
+   * stay open until the connect timeout.
    */
   resetByClient(): void {
     if (this.pipe !== undefined || this.#clientClosed) return;
