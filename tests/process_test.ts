@@ -634,3 +634,22 @@ Deno.test({
     }
   },
 });
+
+Deno.test("anyport logs each failed probe of a down target", async () => {
+  // Free a moment ago and never listened on, so connects are refused.
+  const [port, refused] = freePorts(2);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    BackoffMs: 100,
+    MaxBackoffMs: 1_000,
+    Apps: [{ Name: "a", Ports: [port], Targets: [`127.0.0.1:${refused}`] }],
+  });
+  await using proxy = new ProxyProcess(path, ["--no-access-log"]);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  await roundTrip(port!, "x").catch(() => "");
+  await proxy.waitForLog(/marked down for 100 ms/);
+  // After the back-off, the next client probes the target again.
+  await delay(150);
+  await roundTrip(port!, "x").catch(() => "");
+  await proxy.waitForLog(/still down; next probe in 200 ms/);
+});
