@@ -90,6 +90,21 @@ export function openReadOnly(path: string): number {
   return fd;
 }
 
+/**
+ * Returns the first 4 KiB of a file as text, or `undefined` when it cannot
+ * be read. Meant for `/proc/sys` files, which Deno reads only with
+ * `--allow-all`, while `--allow-ffi` covers this libc call.
+ */
+export function readSmallFile(path: string): string | undefined {
+  const fd = libc().open(cString(path), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return undefined;
+  const buffer = new Uint8Array(4096);
+  const length = net().read(fd, buffer, buffer.length);
+  net().close(fd);
+  if (length < 0) return undefined;
+  return new TextDecoder().decode(buffer.subarray(0, length));
+}
+
 /** Closes a descriptor from {@linkcode openReadOnly} or libbpf. */
 export function closeFd(fd: number): void {
   if (net().close(fd) < 0) throw new OsError(`close fd ${fd}`, errno());

@@ -74,6 +74,7 @@ const SETTING_NAMES: Record<keyof Settings, string> = {
   idleTimeoutMs: "IdleTimeoutMs",
   mode: "Mode",
   steerPrefixes: "SteerPrefixes",
+  sourcePorts: "SourcePorts",
 };
 
 function describeSettingChanges(before: Settings, after: Settings): string[] {

@@ -761,6 +761,11 @@ Deno.test("parseConfig() rejects an invalid setting", async (t) => {
       '"ebpf" is not valid: use one of "listeners", "bpf"',
     ],
     [
+      { SourcePorts: "random" },
+      "SourcePorts",
+      '"random" is not valid: use one of "rotate", "kernel"',
+    ],
+    [
       { ListenAddress: "localhost" },
       "ListenAddress",
       /^"localhost" is not an IP address: use a literal such as /,

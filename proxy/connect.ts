@@ -60,7 +60,7 @@ export function connectToApp(
     if (control !== undefined) control.target = target.address.label;
     dialTarget(
       target.address,
-      settings.connectTimeoutMs,
+      settings,
       resolver,
       loop,
       control,

@@ -13,6 +13,8 @@ import { type EventLoop, Watched } from "./event_loop.ts";
 import { parseAddress } from "./prefix.ts";
 import type { Resolver } from "./resolver.ts";
 import { AF_INET, AF_INET6, encodeSockAddr } from "./sockaddr.ts";
+import type { Settings } from "./settings.ts";
+import { readPortRange, SourcePorts } from "./source_ports.ts";
 import type { TargetAddress } from "./target.ts";
 
 const ECONNREFUSED = 111;
@@ -64,6 +66,20 @@ export class DialControl {
   }
 }
 
+/** The settings that {@linkcode dialTarget} reads. */
+export type DialSettings = Pick<Settings, "connectTimeoutMs" | "sourcePorts">;
+
+let shared: SourcePorts | undefined;
+
+/**
+ * Returns the process's source port chooser. The ephemeral range belongs
+ * to the network namespace, so it is read once.
+ */
+function sourcePorts(): SourcePorts {
+  shared ??= new SourcePorts(readPortRange());
+  return shared;
+}
+
 /** Called once with the outcome of {@linkcode dialTarget}. */
 export type DialCallback = (
   result: Watched | DialError | DialCancelled,
@@ -86,12 +102,14 @@ export type DialCallback = (
  */
 export function dialTarget(
   target: TargetAddress,
-  timeoutMs: number,
+  settings: DialSettings,
   resolver: Resolver,
   loop: EventLoop,
   control: DialControl | undefined,
   done: DialCallback,
 ): void {
+  const timeoutMs = settings.connectTimeoutMs;
+  const ports = settings.sourcePorts === "rotate" ? sourcePorts() : undefined;
   const deadline = Date.now() + timeoutMs;
   const fail = (error: unknown) =>
     done(new DialError(target, describe(error, timeoutMs), error));
@@ -113,7 +131,7 @@ export function dialTarget(
       1,
       Math.floor(remaining / (addresses.length - index)),
     );
-    connectOnce(loop, sockaddr, share, control, (result) => {
+    connectOnce(loop, sockaddr, ports, share, control, (result) => {
       if (result instanceof Watched || result instanceof DialCancelled) {
         return done(result);
       }
@@ -206,6 +224,7 @@ function sockAddrOf(
 function connectOnce(
   loop: EventLoop,
   sockaddr: Uint8Array<ArrayBuffer>,
+  ports: SourcePorts | undefined,
   timeoutMs: number,
   control: DialControl | undefined,
   done: (result: Watched | Error) => void,
@@ -219,7 +238,10 @@ function connectOnce(
   );
   if (fd < 0) return done(new OsError("socket", lastErrno()));
   setNoDelay(fd);
-  if (symbols.connect(fd, sockaddr, sockaddr.length) < 0) {
+  const connected = ports === undefined
+    ? symbols.connect(fd, sockaddr, sockaddr.length)
+    : ports.connect(fd, sockaddr, loop.now);
+  if (connected < 0) {
     const code = lastErrno();
     if (code !== EINPROGRESS) {
       symbols.close(fd);

@@ -25,7 +25,7 @@ async function dial(
       (resolve) => {
         dialTarget(
           targetOf(target),
-          timeoutMs,
+          { connectTimeoutMs: timeoutMs, sourcePorts: "rotate" },
           resolver as Resolver,
           loop,
           control,

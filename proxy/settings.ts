@@ -1,5 +1,6 @@
 import { parseAddress, parsePrefix, type Prefix } from "./prefix.ts";
 import type { ConfigProblem } from "./config_error.ts";
+import { SOURCE_PORT_POLICIES, type SourcePortPolicy } from "./source_ports.ts";
 
 /** Target selection policy. */
 export type BalancePolicy = "least-connections" | "round-robin" | "random";
@@ -25,6 +26,11 @@ export interface Settings {
   mode: FrontendMode;
   /** Destination addresses that BPF mode steers; other addresses are left alone. */
   steerPrefixes: Prefix[];
+  /**
+   * `"rotate"`: target connections take the ephemeral ports in turn, per
+   * target address; `"kernel"`: `connect(2)` chooses as usual.
+   */
+  sourcePorts: SourcePortPolicy;
 }
 
 /** Defaults, chosen to match what HAProxy and Envoy users expect. */
@@ -38,6 +44,7 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
   idleTimeoutMs: 3_600_000,
   mode: "listeners",
   steerPrefixes: [parsePrefix("127.0.0.0/8"), parsePrefix("::1/128")],
+  sourcePorts: "rotate",
 });
 
 /**
@@ -69,6 +76,7 @@ export const SETTING_KEYS: readonly string[] = [
   "Balance",
   "Mode",
   "SteerPrefixes",
+  "SourcePorts",
   ...Object.keys(DURATIONS),
 ];
 
@@ -116,6 +124,13 @@ export function readSettings(
     (v) => settings.balance = v,
   );
   readChoice(root, "Mode", MODES, problems, (v) => settings.mode = v);
+  readChoice(
+    root,
+    "SourcePorts",
+    SOURCE_PORT_POLICIES,
+    problems,
+    (v) => settings.sourcePorts = v,
+  );
   readListenAddress(root, problems, settings);
   readSteerPrefixes(root, problems, settings);
   return settings;

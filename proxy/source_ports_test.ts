@@ -1,0 +1,122 @@
+import assert from "node:assert/strict";
+import {
+  EINPROGRESS,
+  lastErrno,
+  net,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+} from "../ffi/net.ts";
+import { parseAddress } from "./prefix.ts";
+import { AF_INET, encodeSockAddr } from "./sockaddr.ts";
+import { type PortRange, readPortRange, SourcePorts } from "./source_ports.ts";
+
+/** Returns `count` ports at a random place inside the namespace's range. */
+function windowOf(count: number): PortRange {
+  const range = readPortRange();
+  assert.ok(range, "cannot read net.ipv4.ip_local_port_range");
+  const span = range.high - range.low + 1 - count;
+  const low = range.low + Math.floor(Math.random() * span);
+  return { low, high: low + count - 1 };
+}
+
+/**
+ * Connects a new socket through `ports` and returns the source port of the
+ * accepted connection, after closing both ends.
+ */
+async function connectThrough(
+  ports: SourcePorts,
+  listener: Deno.TcpListener,
+): Promise<number> {
+  const symbols = net();
+  const fd = symbols.socket(
+    AF_INET,
+    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+    0,
+  );
+  assert.ok(fd >= 0);
+  const sockaddr = sockAddrOf(listener.addr.port);
+  try {
+    const result = ports.connect(fd, sockaddr, Date.now());
+    if (result < 0) assert.equal(lastErrno(), EINPROGRESS);
+    const accepted = await listener.accept();
+    const port = accepted.remoteAddr.port;
+    accepted.close();
+    return port;
+  } finally {
+    symbols.close(fd);
+  }
+}
+
+/** One encoded address per port, as `dial.ts` caches them. */
+const sockAddrs = new Map<number, Uint8Array<ArrayBuffer>>();
+
+function sockAddrOf(port: number): Uint8Array<ArrayBuffer> {
+  let sockaddr = sockAddrs.get(port);
+  if (sockaddr === undefined) {
+    sockaddr = encodeSockAddr(parseAddress("127.0.0.1")!, port);
+    sockAddrs.set(port, sockaddr);
+  }
+  return sockaddr;
+}
+
+Deno.test("SourcePorts hands out the ports in turn", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const window = windowOf(4);
+  const ports = new SourcePorts(window);
+  assert.ok(ports.active);
+  const seen: number[] = [];
+  for (let i = 0; i < 5; i++) seen.push(await connectThrough(ports, listener));
+  for (const port of seen) {
+    assert.ok(port >= window.low, `port ${port}`);
+    assert.ok(port <= window.high, `port ${port}`);
+  }
+  for (let i = 1; i < seen.length; i++) {
+    const expected = seen[i - 1] === window.high
+      ? window.low
+      : seen[i - 1]! + 1;
+    assert.equal(seen[i], expected);
+  }
+});
+
+Deno.test("SourcePorts skips a port that a listener holds", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const window = windowOf(3);
+  using _held = Deno.listen({ hostname: "0.0.0.0", port: window.low + 1 });
+  const ports = new SourcePorts(window);
+  const seen = new Set<number>();
+  for (let i = 0; i < 6; i++) seen.add(await connectThrough(ports, listener));
+  assert.ok(!seen.has(window.low + 1), `ports ${[...seen]}`);
+  assert.ok(seen.has(window.low));
+  assert.ok(seen.has(window.high));
+});
+
+Deno.test("SourcePorts leaves the choice to the kernel when all are taken", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const window = windowOf(2);
+  using _first = Deno.listen({ hostname: "0.0.0.0", port: window.low });
+  using _second = Deno.listen({ hostname: "0.0.0.0", port: window.high });
+  const ports = new SourcePorts(window);
+  for (let i = 0; i < 3; i++) {
+    const port = await connectThrough(ports, listener);
+    assert.ok(port < window.low || port > window.high, `port ${port}`);
+  }
+});
+
+Deno.test("SourcePorts without a range connects as usual", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const ports = new SourcePorts(undefined);
+  assert.equal(ports.active, false);
+  const port = await connectThrough(ports, listener);
+  assert.ok(port > 0);
+});
+
+Deno.test("readPortRange() reads the namespace's range", () => {
+  const range = readPortRange();
+  assert.ok(range);
+  const text = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range");
+  assert.deepEqual(text.trim().split(/\s+/).map(Number), [
+    range.low,
+    range.high,
+  ]);
+});
