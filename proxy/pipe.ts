@@ -17,8 +17,14 @@ import {
 /**
  * Size of the one buffer that every pipe reads into, in bytes. Bytes are
  * sent on at once, so the buffer is free again before the next read.
+ *
+ * It stays below the loopback MSS (65,483 bytes with TCP timestamps), so a
+ * full read leaves as one segment towards a target on the same host. With
+ * 64 KiB, every full send split into a full segment and a 53-byte one, and
+ * one iperf3 connection through anyport on `lo` moved 9.5-13 Gbit/s instead
+ * of 22-26 (2-core Xeon VM, Linux 6.18).
  */
-export const READ_BUFFER_SIZE = 64 * 1024;
+export const READ_BUFFER_SIZE = 60 * 1024;
 
 /**
  * Reads one direction makes per turn before it lets other connections run;
