@@ -1,7 +1,10 @@
 import { readSmallFile } from "../ffi/libc.ts";
 import { lastErrno, net } from "../ffi/net.ts";
+import { PortCursor, type PortRange } from "./port_cursor.ts";
 
-/** How target connections get their source port. */
+export type { PortRange } from "./port_cursor.ts";
+
+/** Policy for the source ports of connections to targets. */
 export type SourcePortPolicy = "rotate" | "kernel";
 
 /** Every value of `SourcePorts`, in the order the error message lists them. */
@@ -22,30 +25,12 @@ const ENOPROTOOPT = 92;
 /**
  * Ports tried per connect before the kernel searches the whole range. A
  * port is refused when a live connection to the same target still uses it,
- * or when a TIME_WAIT socket holds it that `net.ipv4.tcp_tw_reuse` does not
- * let go yet.
+ * or when its TIME_WAIT socket is too young for `net.ipv4.tcp_tw_reuse`. A refusal costs one `connect(2)` that fails early, much less
+ * than the search. Every connect tries the cursor again: a period of the
+ * kernel's choices would scatter young TIME_WAIT sockets over the range,
+ * and those would refuse the cursor in turn.
  */
-const PORT_TRIES = 2;
-
-/**
- * Time a target gets the kernel's choice after a refused port, in ms: the
- * ports around the cursor are likely busy too, and each refusal costs a
- * system call.
- */
-const PAUSE_MS = 1_000;
-
-/** Where the next connect to one target address starts. */
-interface Cursor {
-  next: number;
-  /** Until this time, from `Date.now()`, the kernel chooses the port. */
-  pausedUntil: number;
-}
-
-/** The kernel's ephemeral port range, `net.ipv4.ip_local_port_range`. */
-export interface PortRange {
-  low: number;
-  high: number;
-}
+const PORT_TRIES = 4;
 
 const RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range";
 
@@ -79,12 +64,12 @@ export function readPortRange(): PortRange | undefined {
  * time in `__inet_hash_connect` and the checks it calls.
  *
  * Taking the ports in turn spaces the reuse of each port as far apart as
- * the range allows. `IP_LOCAL_PORT_RANGE` narrows each socket's range to
- * the chosen port, so the kernel still checks it: it skips reserved ports
- * and ports in use, and reuses a TIME_WAIT port only as
- * `net.ipv4.tcp_tw_reuse` allows. A refused port costs one more `connect`.
- * After `PORT_TRIES` refusals the kernel searches its whole range as
- * usual, and that target gets the kernel's choice for `PAUSE_MS`.
+ * the range allows (`PortCursor` explains the order).
+ * `IP_LOCAL_PORT_RANGE` narrows each socket's range to the chosen port, so
+ * the kernel still checks it. It skips reserved ports and ports in use, and
+ * reuses a TIME_WAIT port only as `net.ipv4.tcp_tw_reuse` allows. A refused
+ * port costs one more `connect`. After `PORT_TRIES` refusals the kernel
+ * searches its whole range as usual.
  *
  * NOTE: ports in turn are predictable, unlike the kernel's hashed choice
  * (RFC 6056). The policy `"kernel"` keeps the kernel's choice.
@@ -92,7 +77,7 @@ export function readPortRange(): PortRange | undefined {
 export class SourcePorts {
   readonly #range: PortRange | undefined;
   /** Cursors by the encoded target address that `dial.ts` caches. */
-  readonly #cursors = new WeakMap<Uint8Array, Cursor>();
+  readonly #cursors = new WeakMap<Uint8Array, PortCursor>();
   readonly #option = new Uint32Array(1);
   readonly #optionBytes = new Uint8Array(this.#option.buffer);
   /** Unset when the kernel lacks `IP_LOCAL_PORT_RANGE`. */
@@ -121,25 +106,17 @@ export class SourcePorts {
     }
     let cursor = this.#cursors.get(sockaddr);
     if (cursor === undefined) {
-      const span = range.high - range.low + 1;
-      cursor = {
-        next: range.low + Math.floor(Math.random() * span),
-        pausedUntil: 0,
-      };
+      cursor = new PortCursor(range, now);
       this.#cursors.set(sockaddr, cursor);
     }
-    if (cursor.pausedUntil > now) {
-      return symbols.connect(fd, sockaddr, sockaddr.length);
-    }
     for (let tries = 0; tries < PORT_TRIES; tries++) {
-      const port = cursor.next;
-      cursor.next = port >= range.high ? range.low : port + 1;
+      const port = cursor.take(now);
       if (!this.#narrow(fd, port | (port << 16))) break;
       if (symbols.connect(fd, sockaddr, sockaddr.length) === 0) return 0;
       // A refused port leaves the socket unconnected, so it can try again.
       if (lastErrno() !== EADDRNOTAVAIL) return -1;
+      cursor.refused(port, now);
     }
-    cursor.pausedUntil = now + PAUSE_MS;
     // Range 0 restores the namespace's range for the kernel's search.
     this.#narrow(fd, 0);
     return symbols.connect(fd, sockaddr, sockaddr.length);

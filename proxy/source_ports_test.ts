@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  closeWithReset,
   EINPROGRESS,
   lastErrno,
   net,
@@ -22,11 +23,13 @@ function windowOf(count: number): PortRange {
 
 /**
  * Connects a new socket through `ports` and returns the source port of the
- * accepted connection, after closing both ends.
+ * accepted connection. The client closes with a reset, so no TIME_WAIT
+ * socket keeps its port from the next test connect.
  */
 async function connectThrough(
   ports: SourcePorts,
   listener: Deno.TcpListener,
+  now = Date.now(),
 ): Promise<number> {
   const symbols = net();
   const fd = symbols.socket(
@@ -37,14 +40,16 @@ async function connectThrough(
   assert.ok(fd >= 0);
   const sockaddr = sockAddrOf(listener.addr.port);
   try {
-    const result = ports.connect(fd, sockaddr, Date.now());
+    const result = ports.connect(fd, sockaddr, now);
     if (result < 0) assert.equal(lastErrno(), EINPROGRESS);
     const accepted = await listener.accept();
     const port = accepted.remoteAddr.port;
+    closeWithReset(fd);
     accepted.close();
     return port;
-  } finally {
+  } catch (error) {
     symbols.close(fd);
+    throw error;
   }
 }
 
@@ -60,35 +65,44 @@ function sockAddrOf(port: number): Uint8Array<ArrayBuffer> {
   return sockaddr;
 }
 
-Deno.test("SourcePorts hands out the ports in turn", async () => {
+/** Time between connects in the tests below, slower than any pass limit. */
+const SLOW_MS = 60_000;
+
+Deno.test("SourcePorts connects from the ports in turn", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const window = windowOf(4);
+  const window = windowOf(6);
   const ports = new SourcePorts(window);
   assert.ok(ports.active);
   const seen: number[] = [];
-  for (let i = 0; i < 5; i++) seen.push(await connectThrough(ports, listener));
+  for (let i = 0; i < 5; i++) {
+    seen.push(await connectThrough(ports, listener, i * SLOW_MS));
+  }
   for (const port of seen) {
     assert.ok(port >= window.low, `port ${port}`);
     assert.ok(port <= window.high, `port ${port}`);
+    assert.equal((port - window.low) % 2, 0, `port ${port}`);
   }
   for (let i = 1; i < seen.length; i++) {
-    const expected = seen[i - 1] === window.high
-      ? window.low
-      : seen[i - 1]! + 1;
+    const previous = seen[i - 1]!;
+    const expected = previous + 2 > window.high ? window.low : previous + 2;
     assert.equal(seen[i], expected);
   }
 });
 
 Deno.test("SourcePorts skips a port that a listener holds", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const window = windowOf(3);
-  using _held = Deno.listen({ hostname: "0.0.0.0", port: window.low + 1 });
+  const window = windowOf(5);
+  using _listening = Deno.listen({ hostname: "0.0.0.0", port: window.low + 2 });
   const ports = new SourcePorts(window);
   const seen = new Set<number>();
-  for (let i = 0; i < 6; i++) seen.add(await connectThrough(ports, listener));
-  assert.ok(!seen.has(window.low + 1), `ports ${[...seen]}`);
-  assert.ok(seen.has(window.low));
-  assert.ok(seen.has(window.high));
+  for (let i = 0; i < 6; i++) {
+    seen.add(await connectThrough(ports, listener, i * SLOW_MS));
+  }
+  assert.ok(!seen.has(window.low + 2), `ports ${[...seen]}`);
+  assert.ok(seen.has(window.low), `ports ${[...seen]}`);
+  assert.ok(seen.has(window.high), `ports ${[...seen]}`);
+  // The refused port turns on the other parity.
+  assert.ok(seen.has(window.low + 1), `ports ${[...seen]}`);
 });
 
 Deno.test("SourcePorts leaves the choice to the kernel when all are taken", async () => {

@@ -604,7 +604,7 @@ Deno.test({
     const local = "10.200.0.1";
     await ip("addr", "add", `${local}/32`, "dev", "lo");
     try {
-      const [port] = freePorts(1);
+      const [port] = freePorts(1, "0.0.0.0");
       const path = await writeConfigFile({
         ...FAST_SETTINGS,
         ListenAddress: "0.0.0.0",

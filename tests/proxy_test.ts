@@ -373,7 +373,8 @@ Deno.test("proxy copies 64 MiB each way intact", async () => {
 
 Deno.test("proxy serves IPv6 clients and IPv6 targets", async () => {
   await using target = echoServer("::1");
-  const [port] = freePorts(1, "::1");
+  // Free on the wildcard the proxy binds, which covers IPv4 too.
+  const [port] = freePorts(1, "::");
   await using _proxy = await TestProxy.start({
     ...FAST_SETTINGS,
     ListenAddress: "::",
@@ -724,7 +725,7 @@ Deno.test({
 
 Deno.test("proxy reload names every setting that needs a restart", async () => {
   await using target = echoServer();
-  const [port] = freePorts(1);
+  const [port] = freePorts(1, "::1");
   const app = { Name: "a", Ports: [port], Targets: [target.target] };
   await using proxy = await TestProxy.start({
     ...FAST_SETTINGS,
