@@ -7,7 +7,7 @@ import {
   dialTarget,
 } from "./dial.ts";
 import { type EventLoop, Watched } from "./event_loop.ts";
-import { isResourceExhausted } from "./os_error.ts";
+import { isResourceExhausted, osErrno } from "./os_error.ts";
 import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
 import type { Resolver } from "./resolver.ts";
 import type { Settings } from "./settings.ts";
@@ -112,19 +112,26 @@ export function connectToApp(
   next();
 }
 
+/** errno of `connect(2)` when no local port towards the target is free. */
+const EADDRNOTAVAIL = 99;
+
 function logResourceError(
   app: App,
   target: TargetState,
   error: DialError,
   client: () => string,
 ) {
-  const suppressed = limiter.allow("connects without resources", Date.now());
+  const noPort = osErrno(error.cause) === EADDRNOTAVAIL;
+  const suppressed = limiter.allow(
+    noPort ? "connects without a local port" : "connects without resources",
+    Date.now(),
+  );
   if (suppressed < 0) return;
+  const message = noPort
+    ? "Cannot connect to target {target} of app {app}: no local port towards it is free ({reason}); widen net.ipv4.ip_local_port_range, set net.ipv4.tcp_tw_reuse to 1, or add target addresses"
+    : "Cannot connect to target {target} of app {app}: the proxy is out of resources ({reason}); raise the descriptor limit (ulimit -n) or add capacity";
   log.error(
-    withSuppressed(
-      "Cannot connect to target {target} of app {app}: the proxy is out of resources ({reason}); raise the descriptor limit (ulimit -n) or add capacity",
-      suppressed,
-    ),
+    withSuppressed(message, suppressed),
     {
       app: app.name,
       target: target.address.label,

@@ -23,10 +23,10 @@ export const MIN_PASS_MS = 2_000;
  * When a pass took less than `MIN_PASS_MS`, its ports would come back while
  * their TIME_WAIT sockets are too young to reuse. Then the passes alternate
  * between the two parities, which doubles the time until a port comes back,
- * until a pass is slow enough again. A refused port of the low parity
- * starts the alternation at once, with a pass over the other parity from
- * the next pair on. A port that stays in use, such as one a listener
- * holds, starts it too.
+ * until a pass is slow enough again. Only the time of a pass decides. A
+ * refused port is no sign of the rate when a long-lived connection or a
+ * listener uses it, and switching on refusals filled the other parity with
+ * TIME_WAIT sockets at about a hundred connections per second.
  *
  * Alternating matters more than it seems. After a pass over one parity,
  * taking every port in a row would meet young and free ports by turns, so
@@ -68,20 +68,6 @@ export class PortCursor {
       // The last pair has no second port when the range has an odd size.
       if (port <= this.#high) return port;
     }
-  }
-
-  /** Records that the kernel refused `port`, a port from `take`. */
-  refused(port: number, now: number): void {
-    const offset = port - this.#low;
-    if (this.#alternating || offset % 2 !== 0) return;
-    this.#alternating = true;
-    this.#parity = 1;
-    // The next pair, so that the next pass over the low parity does not
-    // start at a port that stays in use.
-    const pair = offset / 2 + 1;
-    this.#pair = pair === this.#pairs ? 0 : pair;
-    this.#origin = this.#pair;
-    this.#passStart = now;
   }
 
   #advance(now: number): void {

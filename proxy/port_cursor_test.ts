@@ -63,17 +63,6 @@ Deno.test("PortCursor returns to one parity after a slow pass", () => {
   );
 });
 
-Deno.test("PortCursor switches parity at a refused port", () => {
-  const cursor = new PortCursor(RANGE, 0);
-  const first = cursor.take(0);
-  cursor.refused(first, 0);
-  assert.equal(cursor.alternating, true);
-  const ports = takeMany(cursor, 4, MIN_PASS_MS);
-  const next = first + 3 <= RANGE.high ? first + 3 : RANGE.low + 1;
-  assert.equal(ports[0], next);
-  assert.deepEqual(fromLowest(ports), [40_001, 40_003, 40_005, 40_007]);
-});
-
 Deno.test("PortCursor skips the missing port of an odd-size range", () => {
   const cursor = new PortCursor({ low: 40_000, high: 40_004 }, 0);
   const ports = takeMany(cursor, 12, 1);

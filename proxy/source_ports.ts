@@ -109,13 +109,17 @@ export class SourcePorts {
       cursor = new PortCursor(range, now);
       this.#cursors.set(sockaddr, cursor);
     }
+    // Both address families keep the port at bytes 2 and 3.
+    const targetPort = (sockaddr[2]! << 8) | sockaddr[3]!;
     for (let tries = 0; tries < PORT_TRIES; tries++) {
-      const port = cursor.take(now);
+      let port = cursor.take(now);
+      // The same port towards a local address that nothing listens on
+      // would connect the socket to itself (TCP simultaneous open).
+      if (port === targetPort) port = cursor.take(now);
       if (!this.#narrow(fd, port | (port << 16))) break;
       if (symbols.connect(fd, sockaddr, sockaddr.length) === 0) return 0;
       // A refused port leaves the socket unconnected, so it can try again.
       if (lastErrno() !== EADDRNOTAVAIL) return -1;
-      cursor.refused(port, now);
     }
     // Range 0 restores the namespace's range for the kernel's search.
     this.#narrow(fd, 0);

@@ -7,9 +7,12 @@ import {
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
   SOCK_STREAM,
+  socketError,
 } from "../ffi/net.ts";
 import { parseAddress } from "./prefix.ts";
 import { AF_INET, encodeSockAddr } from "./sockaddr.ts";
+
+const ECONNREFUSED = 111;
 import { type PortRange, readPortRange, SourcePorts } from "./source_ports.ts";
 
 /** Returns `count` ports at a random place inside the namespace's range. */
@@ -101,8 +104,34 @@ Deno.test("SourcePorts skips a port that a listener holds", async () => {
   assert.ok(!seen.has(window.low + 2), `ports ${[...seen]}`);
   assert.ok(seen.has(window.low), `ports ${[...seen]}`);
   assert.ok(seen.has(window.high), `ports ${[...seen]}`);
-  // The refused port turns on the other parity.
-  assert.ok(seen.has(window.low + 1), `ports ${[...seen]}`);
+  // A port that stays in use says nothing about the rate, so the cursor
+  // keeps to one parity.
+  assert.ok(!seen.has(window.low + 1), `ports ${[...seen]}`);
+  assert.ok(!seen.has(window.low + 3), `ports ${[...seen]}`);
+});
+
+Deno.test("SourcePorts never connects a socket to itself", async () => {
+  const window = windowOf(3);
+  // Nothing listens on the target port, and it is one of the cursor's.
+  const target = sockAddrOf(window.high);
+  const ports = new SourcePorts(window);
+  const symbols = net();
+  for (let i = 0; i < 4; i++) {
+    const fd = symbols.socket(
+      AF_INET,
+      SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+      0,
+    );
+    assert.ok(fd >= 0);
+    try {
+      const result = ports.connect(fd, target, i * SLOW_MS);
+      if (result < 0) assert.equal(lastErrno(), EINPROGRESS);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(socketError(fd), ECONNREFUSED, `connect ${i}`);
+    } finally {
+      symbols.close(fd);
+    }
+  }
 });
 
 Deno.test("SourcePorts leaves the choice to the kernel when all are taken", async () => {

@@ -635,6 +635,42 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "anyport names the port range when local ports run out",
+  // Narrows the ephemeral port range, so only in a namespace of the test
+  // run's own.
+  ignore: !inTestNamespace(),
+  async fn() {
+    const rangeFile = "/proc/sys/net/ipv4/ip_local_port_range";
+    const original = Deno.readTextFileSync(rangeFile);
+    await using target = echoServer();
+    const ports = freePorts(2);
+    const path = await writeConfigFile({
+      ...FAST_SETTINGS,
+      Apps: [{ Name: "a", Ports: ports, Targets: [target.target] }],
+    });
+    const conns: Deno.TcpConn[] = [];
+    await using proxy = new ProxyProcess(path, ["--log-level", "warning"]);
+    for (const port of ports) {
+      await waitFor(() => accepts(port), 10_000, "proxy to accept");
+    }
+    // One port, after the readiness probes: each client gets it towards its
+    // own proxy port, but the proxy has it only once towards the target.
+    Deno.writeTextFileSync(rangeFile, "40000 40000");
+    try {
+      for (const port of ports) conns.push(await connect(port));
+      await proxy.waitForLog(
+        /no local port towards it is free .*widen net\.ipv4\.ip_local_port_range/,
+      );
+      assert.doesNotMatch(proxy.stderr, /ulimit -n/);
+      assert.doesNotMatch(proxy.stderr, /marked down/);
+    } finally {
+      for (const conn of conns) closeQuietly(conn);
+      Deno.writeTextFileSync(rangeFile, original);
+    }
+  },
+});
+
 Deno.test("anyport logs each failed probe of a down target", async () => {
   // Free a moment ago and never listened on, so connects are refused.
   const [port, refused] = freePorts(2);
