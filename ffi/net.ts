@@ -51,6 +51,8 @@ const SYMBOLS = {
 export const EINTR = 4;
 export const EAGAIN = 11;
 export const EINPROGRESS = 115;
+/** No local port towards the destination is free. */
+export const EADDRNOTAVAIL = 99;
 
 /** Flags for `socket(2)` and `accept4(2)`. */
 export const SOCK_STREAM = 1;

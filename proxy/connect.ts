@@ -7,6 +7,7 @@ import {
   dialTarget,
 } from "./dial.ts";
 import { type EventLoop, Watched } from "./event_loop.ts";
+import { EADDRNOTAVAIL } from "../ffi/net.ts";
 import { isResourceExhausted, osErrno } from "./os_error.ts";
 import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
 import type { Resolver } from "./resolver.ts";
@@ -111,9 +112,6 @@ export function connectToApp(
   };
   next();
 }
-
-/** errno of `connect(2)` when no local port towards the target is free. */
-const EADDRNOTAVAIL = 99;
 
 function logResourceError(
   app: App,

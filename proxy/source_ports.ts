@@ -1,5 +1,5 @@
 import { readSmallFile } from "../ffi/libc.ts";
-import { lastErrno, net } from "../ffi/net.ts";
+import { EADDRNOTAVAIL, lastErrno, net } from "../ffi/net.ts";
 import { PortCursor, type PortRange } from "./port_cursor.ts";
 
 export type { PortRange } from "./port_cursor.ts";
@@ -17,18 +17,14 @@ export const SOURCE_PORT_POLICIES: readonly SourcePortPolicy[] = [
 const IPPROTO_IP = 0;
 const IP_LOCAL_PORT_RANGE = 51;
 
-/** errno of `connect(2)` when no port of the socket's range is free. */
-export const EADDRNOTAVAIL = 99;
-/** errno of `setsockopt(2)` for an option that the kernel lacks. */
-const ENOPROTOOPT = 92;
-
 /**
  * Ports tried per connect before the kernel searches the whole range. A
  * port is refused when a live connection to the same target still uses it,
- * or when its TIME_WAIT socket is too young for `net.ipv4.tcp_tw_reuse`. A refusal costs one `connect(2)` that fails early, much less
- * than the search. Every connect tries the cursor again: a period of the
- * kernel's choices would scatter young TIME_WAIT sockets over the range,
- * and those would refuse the cursor in turn.
+ * or when its TIME_WAIT socket is too young for `net.ipv4.tcp_tw_reuse`.
+ * A refusal costs one `connect(2)` that fails early, much less than the
+ * search. Every connect tries the cursor again: a period of the kernel's
+ * choices would scatter young TIME_WAIT sockets over the range, and those
+ * would refuse the cursor in turn.
  */
 const PORT_TRIES = 4;
 
@@ -80,7 +76,7 @@ export class SourcePorts {
   readonly #cursors = new WeakMap<Uint8Array, PortCursor>();
   readonly #option = new Uint32Array(1);
   readonly #optionBytes = new Uint8Array(this.#option.buffer);
-  /** Unset when the kernel lacks `IP_LOCAL_PORT_RANGE`. */
+  /** Unset once the kernel rejected `IP_LOCAL_PORT_RANGE`. */
   #supported = true;
 
   /** @param range the ports to hand out; `undefined` leaves every choice to the kernel */
@@ -116,7 +112,9 @@ export class SourcePorts {
       // The same port towards a local address that nothing listens on
       // would connect the socket to itself (TCP simultaneous open).
       if (port === targetPort) port = cursor.take(now);
-      if (!this.#narrow(fd, port | (port << 16))) break;
+      if (!this.#narrow(fd, port | (port << 16))) {
+        return symbols.connect(fd, sockaddr, sockaddr.length);
+      }
       if (symbols.connect(fd, sockaddr, sockaddr.length) === 0) return 0;
       // A refused port leaves the socket unconnected, so it can try again.
       if (lastErrno() !== EADDRNOTAVAIL) return -1;
@@ -126,7 +124,12 @@ export class SourcePorts {
     return symbols.connect(fd, sockaddr, sockaddr.length);
   }
 
-  /** Sets the socket's port range; returns false when the kernel lacks it. */
+  /**
+   * Sets the socket's port range. Returns false, and turns rotation off for
+   * good, when the kernel rejects the option: `ENOPROTOOPT` before Linux
+   * 6.3, or `EINVAL` where a kernel wants the low bound below the high one,
+   * as the man page states (6.18 takes equal bounds).
+   */
   #narrow(fd: number, value: number): boolean {
     this.#option[0] = value;
     const result = net().setsockopt(
@@ -137,7 +140,7 @@ export class SourcePorts {
       4,
     );
     if (result === 0) return true;
-    if (lastErrno() === ENOPROTOOPT) this.#supported = false;
+    this.#supported = false;
     return false;
   }
 }
