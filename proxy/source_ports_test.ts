@@ -104,7 +104,7 @@ Deno.test("SourcePorts skips a port that a listener holds", async () => {
   assert.ok(!seen.has(window.low + 2), `ports ${[...seen]}`);
   assert.ok(seen.has(window.low), `ports ${[...seen]}`);
   assert.ok(seen.has(window.high), `ports ${[...seen]}`);
-  // A port that stays in use says nothing about the rate, so the cursor
+  // A port that stays in use is no sign of the rate, so the cursor
   // keeps to one parity.
   assert.ok(!seen.has(window.low + 1), `ports ${[...seen]}`);
   assert.ok(!seen.has(window.low + 3), `ports ${[...seen]}`);
