@@ -7,7 +7,7 @@ import {
   dialTarget,
 } from "./dial.ts";
 import { type EventLoop, Watched } from "./event_loop.ts";
-import { EADDRNOTAVAIL } from "../ffi/net.ts";
+import { closeWithReset, EADDRNOTAVAIL } from "../ffi/net.ts";
 import { isResourceExhausted, osErrno } from "./os_error.ts";
 import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
 import type { Resolver } from "./resolver.ts";
@@ -58,7 +58,10 @@ export function connectToApp(
     if (target === undefined || control?.cancelled) return done(undefined);
     index++;
     target.beginConnect();
-    if (control !== undefined) control.target = target.address.label;
+    if (control !== undefined) {
+      control.target = target.address.label;
+      control.looped = false;
+    }
     dialTarget(
       target.address,
       settings,
@@ -66,6 +69,14 @@ export function connectToApp(
       loop,
       control,
       (result) => {
+        if (result instanceof Watched && control?.looped) {
+          // The accept side put the target into back-off and reset the
+          // other end already. The client goes to the next target.
+          loop.release(result.fd);
+          closeWithReset(result.fd);
+          target.cancelConnect();
+          return next();
+        }
         if (result instanceof Watched) {
           if (target.recordSuccess()) {
             log.info("Target {target} of app {app} is back up", {

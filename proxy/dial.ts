@@ -58,6 +58,11 @@ export class DialControl {
   onConnect: ((fd: number, port: number) => void) | undefined;
   /** The target being dialled, as written in the config; for logs. */
   target: string | undefined;
+  /**
+   * Set when the connection in progress came back to this proxy, which
+   * reset it already: the connect counts as failed even if it completes.
+   */
+  looped = false;
 
   /** Closes the socket of the attempt in flight and stops further tries. */
   cancel(): void {

@@ -191,6 +191,7 @@ export class Proxy {
         // The reset reaches the proxy's own target socket and ends the loop
         // there, after one round.
         closeWithReset(fd);
+        looped.dial.looped = true;
         this.#markLoopDown(looped);
         this.#logLoop(looped, port);
         return;
@@ -228,6 +229,7 @@ export class Proxy {
       this.#self.noteConnect(targetFd, targetPort, () => ({
         app: app.name,
         target: session.dial.target ?? "-",
+        dial: session.dial,
       }));
     connectToApp(
       app,

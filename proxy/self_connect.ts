@@ -1,6 +1,7 @@
 import { net } from "../ffi/net.ts";
 import { decodeSockAddr, SOCKADDR_SIZE } from "./sockaddr.ts";
 import type { SocketAddress } from "./sockaddr.ts";
+import type { DialControl } from "./dial.ts";
 
 /**
  * Time a connection to one of the proxy's own port numbers stays on record,
@@ -8,10 +9,13 @@ import type { SocketAddress } from "./sockaddr.ts";
  */
 const RECORD_MS = 10_000;
 
-/** The target connection that came back, for the error message. */
+/** The target connection that came back. */
 export interface LoopedTarget {
   app: string;
+  /** The target as written in the config, for the error message. */
   target: string;
+  /** The connect that made the connection, which then counts as failed. */
+  dial: DialControl;
 }
 
 const address = new Uint8Array(SOCKADDR_SIZE);

@@ -636,6 +636,46 @@ Deno.test({
 });
 
 Deno.test({
+  name: "anyport fails over from a target that leads back to itself",
+  // Adds an address to the loopback interface, so only in a namespace of the
+  // test run's own.
+  ignore: !inTestNamespace(),
+  async fn() {
+    const local = "10.200.0.2";
+    await ip("addr", "add", `${local}/32`, "dev", "lo");
+    try {
+      await using target = echoServer();
+      const [port] = freePorts(1, "0.0.0.0");
+      const path = await writeConfigFile({
+        ...FAST_SETTINGS,
+        ListenAddress: "0.0.0.0",
+        // A long back-off, so the looping target stays out for the test.
+        BackoffMs: 60_000,
+        MaxBackoffMs: 60_000,
+        Apps: [{
+          Name: "self",
+          Ports: [port],
+          Balance: "round-robin",
+          Targets: [`${local}:${port}`, target.target],
+        }],
+      });
+      await using proxy = new ProxyProcess(path, ["--log-level", "info"]);
+      await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+      for (let i = 0; i < 6; i++) {
+        assert.equal(await roundTrip(port!, `hello ${i}`), `hello ${i}`);
+      }
+      await proxy.waitForLog(/Target 10\.200\.0\.2:\d+ of app self leads back/);
+      assert.doesNotMatch(
+        proxy.stderr,
+        /10\.200\.0\.2:\d+ of app self is back up/,
+      );
+    } finally {
+      await ip("addr", "del", `${local}/32`, "dev", "lo");
+    }
+  },
+});
+
+Deno.test({
   name: "anyport names the port range when local ports run out",
   // Narrows the ephemeral port range, so only in a namespace of the test
   // run's own.
