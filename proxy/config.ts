@@ -82,7 +82,7 @@ export function parseConfig(raw: string, source = "config"): Config {
   checkKeys(root, ["Apps", ...SETTING_KEYS], "", problems);
   const settings = readSettings(root, problems);
   const apps = readApps(root.Apps, problems);
-  checkLoops(apps, settings, problems);
+  checkLoops(root.Apps, apps, settings, problems);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return { apps, settings };
 }
@@ -194,9 +194,11 @@ function checkDuplicateNames(apps: AppConfig[], problems: ConfigProblem[]) {
 /**
  * Reports targets that point back at a port of this proxy on a loopback
  * address it serves: every connection would connect to the proxy again,
- * until descriptors run out.
+ * until descriptors run out. Goes over the targets as written, so that the
+ * index in the problem's path counts the invalid ones too.
  */
 function checkLoops(
+  rawApps: unknown,
   apps: AppConfig[],
   settings: Settings,
   problems: ConfigProblem[],
@@ -204,10 +206,13 @@ function checkLoops(
   const listen = settings.listenAddress;
   const servesLoopback = settings.mode === "bpf" ||
     listen === "::" || listen === "0.0.0.0" || isLoopback(listen);
-  if (!servesLoopback) return;
-  for (const [appIndex, app] of apps.entries()) {
-    for (const [i, target] of app.targets.entries()) {
-      if (!isLoopback(target.hostname)) continue;
+  if (!servesLoopback || !Array.isArray(rawApps)) return;
+  for (const [appIndex, item] of rawApps.entries()) {
+    // Items that are not app objects were reported by readApp.
+    if (!isObject(item) || !Array.isArray(item.Targets)) continue;
+    for (const [i, text] of item.Targets.entries()) {
+      const target = parseTarget(text);
+      if (typeof target === "string" || !isLoopback(target.hostname)) continue;
       const owner = apps.find((other) =>
         other.ports.some((r) => target.port >= r.first && target.port <= r.last)
       );

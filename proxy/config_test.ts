@@ -171,6 +171,21 @@ Deno.test("parseConfig() rejects a target that loops back into the proxy", () =>
   assert.match(problems[0]!.message, /loop back into the proxy/);
 });
 
+Deno.test("parseConfig() names a looping target after an invalid one", () => {
+  const problems = problemsOf(JSON.stringify({
+    Apps: [{
+      Name: "web",
+      Ports: [8900],
+      Targets: ["nohostport", "127.0.0.1:8900"],
+    }],
+  }));
+
+  assert.equal(problems.length, 2);
+  assert.equal(problems[0]!.path, "Apps[0].Targets[0]");
+  assert.equal(problems[1]!.path, "Apps[0].Targets[1]");
+  assert.match(problems[1]!.message, /loop back into the proxy/);
+});
+
 Deno.test("parseConfig() rejects every spelling of a looping target", async (t) => {
   const targets = [
     "127.0.0.5:8900",
