@@ -148,19 +148,38 @@ Deno.test("anyport drains open connections on SIGTERM, then exits 0", async () =
   );
 });
 
-Deno.test("anyport closes connections left at the end of the drain", async () => {
-  await using target = echoServer();
+/**
+ * Starts anyport in front of an echo server, with one client connection
+ * open after a round trip on it. Disposing stops the proxy, then the server.
+ */
+async function proxyWithSession(drainTimeoutMs: number) {
+  const target = echoServer();
   const [port] = freePorts(1);
   const path = await writeConfigFile({
     ...FAST_SETTINGS,
-    DrainTimeoutMs: 300,
+    DrainTimeoutMs: drainTimeoutMs,
     Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
   });
-  await using proxy = new ProxyProcess(path);
-  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
-  const session = await connect(port!);
-  await writeAll(session, new TextEncoder().encode("x"));
-  await session.read(new Uint8Array(1));
+  const proxy = new ProxyProcess(path);
+  const dispose = async () => {
+    await proxy[Symbol.asyncDispose]();
+    await target[Symbol.asyncDispose]();
+  };
+  try {
+    await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+    const session = await connect(port!);
+    await writeAll(session, new TextEncoder().encode("x"));
+    await session.read(new Uint8Array(1));
+    return { proxy, session, [Symbol.asyncDispose]: dispose };
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+}
+
+Deno.test("anyport closes connections left at the end of the drain", async () => {
+  await using setup = await proxyWithSession(300);
+  const { proxy, session } = setup;
   const started = Date.now();
   const code = await proxy.stop("SIGTERM");
   assert.equal(code, 0);
@@ -173,18 +192,8 @@ Deno.test("anyport closes connections left at the end of the drain", async () =>
 });
 
 Deno.test("anyport ends the drain early on a second SIGTERM", async () => {
-  await using target = echoServer();
-  const [port] = freePorts(1);
-  const path = await writeConfigFile({
-    ...FAST_SETTINGS,
-    DrainTimeoutMs: 60_000,
-    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
-  });
-  await using proxy = new ProxyProcess(path);
-  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
-  const session = await connect(port!);
-  await writeAll(session, new TextEncoder().encode("x"));
-  await session.read(new Uint8Array(1));
+  await using setup = await proxyWithSession(60_000);
+  const { proxy, session } = setup;
   proxy.child.kill("SIGTERM");
   await proxy.waitForLog(/Stopping/);
   // A repeat within a second counts as the same request.
@@ -199,18 +208,8 @@ Deno.test("anyport ends the drain early on a second SIGTERM", async () => {
 });
 
 Deno.test("anyport keeps draining after a signal sent twice at once", async () => {
-  await using target = echoServer();
-  const [port] = freePorts(1);
-  const path = await writeConfigFile({
-    ...FAST_SETTINGS,
-    DrainTimeoutMs: 60_000,
-    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
-  });
-  await using proxy = new ProxyProcess(path);
-  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
-  const session = await connect(port!);
-  await writeAll(session, new TextEncoder().encode("x"));
-  await session.read(new Uint8Array(1));
+  await using setup = await proxyWithSession(60_000);
+  const { proxy, session } = setup;
   // As from Ctrl-C under `deno task`: the process and its wrapper both
   // receive the signal, and the wrapper passes its copy on.
   proxy.child.kill("SIGINT");
@@ -230,18 +229,8 @@ Deno.test("anyport keeps draining after a signal sent twice at once", async () =
 });
 
 Deno.test("anyport ignores SIGHUP while it drains", async () => {
-  await using target = echoServer();
-  const [port] = freePorts(1);
-  const path = await writeConfigFile({
-    ...FAST_SETTINGS,
-    DrainTimeoutMs: 5_000,
-    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
-  });
-  await using proxy = new ProxyProcess(path);
-  await proxy.waitForLog(/Started/);
-  const session = await connect(port!);
-  await writeAll(session, new TextEncoder().encode("x"));
-  await session.read(new Uint8Array(1));
+  await using setup = await proxyWithSession(5_000);
+  const { proxy, session } = setup;
   proxy.child.kill("SIGTERM");
   await proxy.waitForLog(/Stopping/);
   proxy.child.kill("SIGHUP");
