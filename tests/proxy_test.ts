@@ -646,6 +646,24 @@ Deno.test("proxy resets a stuck reader at the idle timeout", async () => {
   );
 });
 
+/**
+ * Connects a `node:net` client, which can send a reset with
+ * `resetAndDestroy()`, to `port` and waits until the proxy accepted it.
+ */
+async function connectAccepted(
+  port: number,
+  proxy: TestProxy,
+): Promise<net.Socket> {
+  const client = net.connect(port, "127.0.0.1");
+  await new Promise((resolve) => client.once("connect", resolve));
+  await waitFor(
+    () => proxy.proxy.connections === 1,
+    2_000,
+    "the proxy to accept",
+  );
+  return client;
+}
+
 Deno.test({
   name: "proxy cancels a pending connect when the client resets",
   ignore: !isRoot() || !hasNft(),
@@ -661,13 +679,7 @@ Deno.test({
         Targets: [`127.0.0.1:${blackholed}`],
       }],
     });
-    const client = net.connect(port!, "127.0.0.1");
-    await new Promise((resolve) => client.once("connect", resolve));
-    await waitFor(
-      () => proxy.proxy.connections === 1,
-      2_000,
-      "the proxy to accept",
-    );
+    const client = await connectAccepted(port!, proxy);
     client.resetAndDestroy();
     // Without the cancel the session waits out the 10 s connect timeout.
     await waitFor(
@@ -696,13 +708,7 @@ Deno.test({
     {
       // The first SYN is dropped, so the connect waits for the retry (1 s).
       await using _rule = await dropSyns(targetPort);
-      const client = net.connect(port!, "127.0.0.1");
-      await new Promise((resolve) => client.once("connect", resolve));
-      await waitFor(
-        () => proxy.proxy.connections === 1,
-        2_000,
-        "the proxy to accept",
-      );
+      const client = await connectAccepted(port!, proxy);
       await new Promise((resolve) =>
         client.write(new Uint8Array(1000), resolve)
       );
