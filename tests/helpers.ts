@@ -4,6 +4,7 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { type Config, parseConfig } from "../proxy/config.ts";
 import { PortListeners } from "../proxy/port_listeners.ts";
 import { Proxy } from "../proxy/proxy.ts";
@@ -179,6 +180,22 @@ export interface ReadEnd {
   received: number;
   /** The read error, such as `ConnectionReset`; `undefined` after EOF. */
   error: unknown;
+}
+
+/**
+ * Asserts that a client read `expected` bytes and then a reset, as after a
+ * reply that a target sent just before its reset.
+ */
+export function assertReplyThenReset(
+  end: ReadEnd,
+  expected: number,
+  label: string,
+): void {
+  assert.equal(end.received, expected, label);
+  assert.ok(
+    end.error instanceof Deno.errors.ConnectionReset,
+    `${label}: client saw ${end.error}; want ConnectionReset`,
+  );
 }
 
 /** Reads and discards until EOF or an error, and returns which it was. */
