@@ -7,8 +7,8 @@ export interface PortRange {
 /**
  * Shortest time, in ms, that a pass over the ports of one parity may take
  * before the passes alternate between both parities. A TIME_WAIT port can
- * be reused after `net.ipv4.tcp_tw_reuse_delay`, 1 s by default (Linux 6.13
- * and later), and this leaves a margin.
+ * be reused after `net.ipv4.tcp_tw_reuse_delay` (1,000 ms on the Linux 6.18
+ * machines measured), and this leaves a margin.
  */
 export const MIN_PASS_MS = 2_000;
 

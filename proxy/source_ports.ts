@@ -120,6 +120,8 @@ export class SourcePorts {
       if (lastErrno() !== EADDRNOTAVAIL) return -1;
     }
     // Range 0 restores the namespace's range for the kernel's search.
+    // NOTE: that search may pick the target's own port, as it does with
+    // SourcePorts "kernel", and so connect to itself when nothing listens.
     this.#narrow(fd, 0);
     return symbols.connect(fd, sockaddr, sockaddr.length);
   }
