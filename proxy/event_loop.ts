@@ -120,6 +120,7 @@ export class EventLoop {
   readonly #ctl = new Uint8Array(EPOLL_EVENT_SIZE);
   readonly #ctlView = new DataView(this.#ctl.buffer);
   #deferred: (() => void)[] = [];
+  readonly #batchEnd: (() => void)[] = [];
   /**
    * Timers by duration. Timers of one duration are set in time order, so
    * each queue is sorted by deadline and only its head needs checking.
@@ -137,6 +138,12 @@ export class EventLoop {
   #running: Promise<void> | undefined;
   /** `Date.now()` when the current batch of events arrived. */
   now = Date.now();
+  /**
+   * Whether handlers of the current batch of events or its deferred tasks
+   * are running, as opposed to timers, batch-end tasks or code outside the
+   * loop.
+   */
+  dispatching = false;
 
   /** @throws {OsError} when epoll or the wake-up descriptor cannot open */
   constructor() {
@@ -237,6 +244,14 @@ export class EventLoop {
     this.#deferred.push(task);
   }
 
+  /**
+   * Runs `task` at the end of every batch of events: after the handlers, and
+   * again after the deferred tasks, before the timers.
+   */
+  onBatchEnd(task: () => void): void {
+    this.#batchEnd.push(task);
+  }
+
   #nextGeneration(): number {
     this.#generation = (this.#generation + 1) >>> 0;
     return this.#generation;
@@ -300,6 +315,7 @@ export class EventLoop {
         continue;
       }
       this.now = Date.now();
+      this.dispatching = true;
       for (let i = 0; i < count; i++) {
         const offset = i * EPOLL_EVENT_SIZE;
         this.#dispatch(
@@ -308,7 +324,12 @@ export class EventLoop {
           view.getUint32(offset, true),
         );
       }
+      this.dispatching = false;
+      this.#endBatch();
+      this.dispatching = true;
       this.#runDeferred();
+      this.dispatching = false;
+      this.#endBatch();
       this.#runTimers();
       // Lets promise continuations that the handlers queued run before the
       // next poll, such as a connect that waited for a DNS answer. Each
@@ -338,6 +359,16 @@ export class EventLoop {
       watched.handler?.(watched);
     } catch (error) {
       log.error("Event handler for fd {fd} failed: {error}", { fd, error });
+    }
+  }
+
+  #endBatch() {
+    for (const task of this.#batchEnd) {
+      try {
+        task();
+      } catch (error) {
+        log.error("Batch-end task failed: {error}", { error });
+      }
     }
   }
 

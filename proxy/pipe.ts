@@ -13,10 +13,12 @@ import {
   isRetry,
   type Watched,
 } from "./event_loop.ts";
+import { type QueuedSend, type SendBatch, sendBatchOf } from "./send_batch.ts";
 
 /**
- * Size of the one buffer that every pipe reads into, in bytes. Bytes are
- * sent on at once, so the buffer is free again before the next read.
+ * Size of the buffers that pipes read into, in bytes: the loop's send batch,
+ * or one shared buffer when the batch has no free buffer. Bytes are sent on
+ * by the end of the batch, so a buffer is free again for the next batch.
  *
  * It stays below the loopback MSS (65,483 bytes with TCP timestamps), so a
  * full read leaves as one segment towards a target on the same host. With
@@ -73,12 +75,18 @@ export interface PipeResult {
 type Side = "client" | "target";
 
 /** One direction of a pipe: bytes from `src` to `dst`. */
-class Direction {
+class Direction implements QueuedSend {
   readonly from: Side;
   readonly src: Watched;
   readonly dst: Watched;
   /** Bytes read from `src` that `dst` did not take yet. */
   pending: Uint8Array | null = null;
+  /**
+   * Buffer of the send batch whose first `queuedLength` bytes go to `dst` at
+   * the end of the batch; reads wait for that send.
+   */
+  queued: Uint8Array | null = null;
+  queuedLength = 0;
   /** `src` sent its FIN. */
   eof = false;
   /** The FIN went on to `dst`, or the pipe closed. */
@@ -86,10 +94,22 @@ class Direction {
   /** A turn is queued with `EventLoop.defer`; events wait for it. */
   deferred = false;
 
-  constructor(from: Side, src: Watched, dst: Watched) {
+  readonly #send: (d: Direction) => void;
+
+  constructor(
+    from: Side,
+    src: Watched,
+    dst: Watched,
+    send: (d: Direction) => void,
+  ) {
     this.from = from;
     this.src = src;
     this.dst = dst;
+    this.#send = send;
+  }
+
+  sendQueued(): void {
+    this.#send(this);
   }
 }
 
@@ -97,8 +117,9 @@ class Direction {
  * Bidirectional copy between a client and a target socket, driven by the
  * event loop.
  *
- * A readable socket is read into one shared buffer and the bytes are sent
- * on at once. When the other socket takes only part of them, the rest is
+ * A readable socket is read into a buffer of the loop's send batch, and the
+ * bytes are sent on at the end of the batch, or at once when the read filled
+ * the buffer. When the other socket takes only part of them, the rest is
  * kept and that direction stops reading until the socket drains. So a slow
  * reader holds back its writer (backpressure), and a connection never keeps
  * more than one read of data per direction. An idle connection keeps no
@@ -108,6 +129,7 @@ class Direction {
  */
 export class Pipe {
   readonly #loop: EventLoop;
+  readonly #batch: SendBatch;
   readonly #client: Watched;
   readonly #target: Watched;
   readonly #up: Direction;
@@ -144,10 +166,11 @@ export class Pipe {
     onDone: (result: PipeResult) => void,
   ) {
     this.#loop = loop;
+    this.#batch = sendBatchOf(loop, READ_BUFFER_SIZE);
     this.#client = client;
     this.#target = target;
-    this.#up = new Direction("client", client, target);
-    this.#down = new Direction("target", target, client);
+    this.#up = new Direction("client", client, target, this.#sendQueued);
+    this.#down = new Direction("target", target, client, this.#sendQueued);
     this.lastActive = loop.now;
     this.#onDone = onDone;
   }
@@ -234,7 +257,7 @@ export class Pipe {
   };
 
   #pump(d: Direction): void {
-    if (this.#closed || d.finished || d.deferred) return;
+    if (this.#closed || d.finished || d.deferred || d.queued !== null) return;
     if (this.#salvage !== undefined) return;
     const symbols = net();
     if (d.pending !== null) {
@@ -252,7 +275,9 @@ export class Pipe {
         });
         return;
       }
-      const n = symbols.recv(d.src.fd, shared, READ_BUFFER_SIZE, 0);
+      const batched = this.#batch.buffer();
+      const buffer = batched ?? shared;
+      const n = symbols.recv(d.src.fd, buffer, READ_BUFFER_SIZE, 0);
       if (n < 0) {
         const code = lastErrno();
         if (!isRetry(code)) return this.#fail(d.from, code);
@@ -266,20 +291,18 @@ export class Pipe {
       if (d.from === "client") this.sent += n;
       else this.received += n;
       this.lastActive = this.#loop.now;
-      let written = symbols.send(d.dst.fd, shared, n, MSG_NOSIGNAL);
-      if (written < 0) {
-        const code = lastErrno();
-        if (!isRetry(code)) return this.#fail(other(d.from), code);
-        written = 0;
-      }
-      if (written < n) {
-        d.pending = shared.slice(written, n);
-        d.dst.writable = false;
-        return;
-      }
       // A short read emptied the socket, unless a FIN or an error is queued
       // behind the data, which only a further read reports.
-      if (n < READ_BUFFER_SIZE && !d.src.hangup) {
+      const drained = n < READ_BUFFER_SIZE && !d.src.hangup;
+      if (drained && batched !== undefined) {
+        d.src.readable = false;
+        d.queued = batched;
+        d.queuedLength = n;
+        this.#batch.queue(d);
+        return;
+      }
+      if (!this.#send(d, buffer, n)) return;
+      if (drained) {
         d.src.readable = false;
         break;
       }
@@ -296,6 +319,40 @@ export class Pipe {
       this.#fail(other(d.from), lastErrno());
     }
   }
+
+  /**
+   * Sends the first `n` bytes of `buffer` from `d`, and keeps what `dst` did
+   * not take. Returns whether all of them went, and fails the pipe when the
+   * send failed.
+   */
+  #send(d: Direction, buffer: Uint8Array, n: number): boolean {
+    let written = net().send(d.dst.fd, buffer, n, MSG_NOSIGNAL);
+    if (written < 0) {
+      const code = lastErrno();
+      if (!isRetry(code)) {
+        this.#fail(other(d.from), code);
+        return false;
+      }
+      written = 0;
+    }
+    if (written < n) {
+      d.pending = buffer.slice(written, n);
+      d.dst.writable = false;
+      return false;
+    }
+    return true;
+  }
+
+  /** Sends the bytes that `d` queued in the send batch, at its end. */
+  #sendQueued = (d: Direction): void => {
+    const buffer = d.queued;
+    d.queued = null;
+    if (buffer === null || this.#closed || d.finished) return;
+    // The socket reports again when bytes come in meanwhile.
+    if (this.#send(d, buffer, d.queuedLength) && d.src.readable) {
+      this.#pump(d);
+    }
+  };
 
   /**
    * Sends `pending`, the bytes that `d` kept back. Returns 0 once all of them
@@ -352,7 +409,13 @@ export class Pipe {
     const back = d === this.#up ? this.#down : this.#up;
     // Nothing goes to the failed side anymore.
     back.pending = null;
+    back.queued = null;
     back.finished = true;
+    // Bytes queued in the send batch go first, before the rest of the queue.
+    if (d.queued !== null) {
+      d.pending = d.queued.slice(0, d.queuedLength);
+      d.queued = null;
+    }
     this.#salvage = d;
     this.#salvageUntil = this.#loop.now + SALVAGE_LIMIT_MS;
     d.src.handler = undefined;

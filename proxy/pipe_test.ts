@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { EventLoop, type Watched } from "./event_loop.ts";
+import { Pipe, type PipeResult } from "./pipe.ts";
+import { encodeSockAddr } from "./sockaddr.ts";
+import { findListenerFd } from "../ffi/socket_fd.ts";
+import {
+  closeWithReset,
+  lastErrno,
+  MSG_NOSIGNAL,
+  net,
+  SHUT_WR,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+} from "../ffi/net.ts";
+
+const AF_INET = 2;
+const EFD_NONBLOCK = 0o4000;
+const EFD_CLOEXEC = 0o2000000;
+const encoder = new TextEncoder();
+
+/** Opens a connected loopback TCP pair as two nonblocking descriptors. */
+function tcpPair(listener: Deno.TcpListener, fd: number): [number, number] {
+  const symbols = net();
+  const out = symbols.socket(
+    AF_INET,
+    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+    0,
+  );
+  assert.ok(out >= 0, `socket failed with errno ${lastErrno()}`);
+  const address = encodeSockAddr(
+    new Uint8Array([127, 0, 0, 1]),
+    listener.addr.port,
+  );
+  // The loopback handshake completes within connect(2), though a
+  // nonblocking socket still reports EINPROGRESS.
+  symbols.connect(out, address, address.length);
+  const accepted = symbols.accept4(
+    fd,
+    null,
+    null,
+    SOCK_NONBLOCK | SOCK_CLOEXEC,
+  );
+  assert.ok(accepted >= 0, `accept4 failed with errno ${lastErrno()}`);
+  return [out, accepted];
+}
+
+function sendText(fd: number, text: string): void {
+  const bytes = encoder.encode(text);
+  assert.equal(net().send(fd, bytes, bytes.length, MSG_NOSIGNAL), bytes.length);
+}
+
+/** Reads what `fd` received until its peer closed or reset it. */
+async function readAll(fd: number): Promise<string> {
+  const buffer = new Uint8Array(4096);
+  let text = "";
+  for (let i = 0; i < 200; i++) {
+    const n = net().recv(fd, buffer, buffer.length, 0);
+    if (n > 0) {
+      text += new TextDecoder().decode(buffer.subarray(0, n));
+      continue;
+    }
+    if (n === 0 || lastErrno() !== 11) return text;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`socket still open after 2 s; received "${text}"`);
+}
+
+Deno.test("Pipe delivers a held reply after a target reset", async () => {
+  const symbols = net();
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const listenerFd = findListenerFd(listener);
+  assert.ok(listenerFd !== undefined, "no descriptor for the listener");
+  const [clientPeer, clientFd] = tcpPair(listener, listenerFd);
+  const [targetFd, targetPeer] = tcpPair(listener, listenerFd);
+  const trigger = symbols.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  const loop = new EventLoop();
+  try {
+    const done = Promise.withResolvers<PipeResult>();
+    const pipe = new Pipe(
+      loop,
+      loop.watch(clientFd),
+      loop.watch(targetFd),
+      done.resolve,
+    );
+    pipe.start();
+    // Runs between the target's and the client's events of one batch: the
+    // reply is read and held for the batch's end by then, and the client's
+    // bytes then meet a target that has reset.
+    loop.watch(trigger, (watched: Watched) => {
+      if (watched.readable) closeWithReset(targetPeer);
+    });
+    loop.start();
+    // From a timer of the loop, after the first batch took the sockets'
+    // first events: all three become ready before the next wait, in this
+    // order, so the kernel reports them in one batch in this order.
+    loop.after(20, () => {
+      sendText(targetPeer, "reply");
+      const one = new Uint8Array(new BigUint64Array([1n]).buffer);
+      assert.equal(symbols.write(trigger, one, 8), 8);
+      // With the FIN behind them, the client's bytes go on at once.
+      sendText(clientPeer, "request");
+      assert.equal(symbols.shutdown(clientPeer, SHUT_WR), 0);
+    });
+    assert.equal(await readAll(clientPeer), "reply");
+    const result = await done.promise;
+    assert.equal(result.end, "target reset");
+    assert.equal(result.received, 5);
+  } finally {
+    await loop.stop();
+    listener.close();
+    symbols.close(clientPeer);
+    symbols.close(trigger);
+  }
+});
