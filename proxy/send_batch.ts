@@ -1,4 +1,7 @@
+import { getLogger } from "@logtape/logtape";
 import type { EventLoop } from "./event_loop.ts";
+
+const log = getLogger(["anyport", "loop"]);
 
 /**
  * Read buffers whose bytes are sent at the end of the current batch of
@@ -48,7 +51,13 @@ export class SendBatch {
     const queue = this.#queue;
     this.#queue = [];
     this.#used = 0;
-    for (const send of queue) send.sendQueued();
+    for (const send of queue) {
+      try {
+        send.sendQueued();
+      } catch (error) {
+        log.error("Sending queued bytes failed: {error}", { error });
+      }
+    }
   }
 }
 
