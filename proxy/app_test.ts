@@ -100,7 +100,7 @@ Deno.test("App reload matches targets by their text", () => {
   const before = new App(webConfig("h1:80"), DEFAULT_SETTINGS);
   before.targets[0]!.active = 1;
 
-  const after = new App(webConfig("h1:080"), DEFAULT_SETTINGS, before);
+  const after = new App(webConfig("H1:80"), DEFAULT_SETTINGS, before);
 
   assert.notEqual(after.targets[0], before.targets[0]);
   assert.equal(after.targets[0]!.active, 0);

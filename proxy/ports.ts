@@ -26,6 +26,9 @@ export function parsePortSpec(value: unknown): PortRange | string {
   if (!isPort(first) || !isPort(last)) {
     return `"${value}" is not a port range: both ends must be ports (1-65535)`;
   }
+  if (match[1]!.startsWith("0") || match[2]!.startsWith("0")) {
+    return `"${value}" is not a port range: an end has a leading zero, write "${first}-${last}"`;
+  }
   if (first > last) {
     return `"${value}" is not a port range: ${first} is greater than ${last}`;
   }

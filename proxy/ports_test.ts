@@ -21,7 +21,6 @@ Deno.test("parsePortSpec() reads a range string", async (t) => {
     ["6001-6400", { first: 6001, last: 6400 }],
     ["1-65535", { first: 1, last: 65535 }],
     ["80-80", { first: 80, last: 80 }],
-    ["080-090", { first: 80, last: 90 }],
   ];
   for (const [text, range] of rows) {
     await t.step(text, () => {
@@ -84,6 +83,18 @@ Deno.test("parsePortSpec() rejects range ends outside 1-65535", async (t) => {
       assert.equal(
         parsePortSpec(text),
         `"${text}" is not a port range: both ends must be ports (1-65535)`,
+      );
+    });
+  }
+});
+
+Deno.test("parsePortSpec() rejects range ends with a leading zero", async (t) => {
+  const rows: [string, string][] = [["080-90", "80-90"], ["80-090", "80-90"]];
+  for (const [text, fix] of rows) {
+    await t.step(text, () => {
+      assert.equal(
+        parsePortSpec(text),
+        `"${text}" is not a port range: an end has a leading zero, write "${fix}"`,
       );
     });
   }

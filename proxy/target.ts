@@ -53,6 +53,9 @@ export function parseTarget(value: unknown): TargetAddress | string {
   if (port < 1 || port > 65535) {
     return `"${value}" is not a target: port ${port} is out of range (1-65535)`;
   }
+  if (portText.startsWith("0")) {
+    return `"${value}" is not a target: "${portText}" has a leading zero, write the port as ${port}`;
+  }
   return {
     hostname: host,
     port,

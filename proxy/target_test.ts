@@ -21,7 +21,6 @@ Deno.test("parseTarget() reads host names and IPv4 addresses", async (t) => {
     ],
     ["_srv.example.com:443", "_srv.example.com", 443],
     ["example.com.:443", "example.com.", 443],
-    ["h:080", "h", 80],
   ];
   for (const [text, hostname, port] of rows) {
     await t.step(text, () => {
@@ -90,6 +89,17 @@ Deno.test("parseTarget() rejects a port that is not digits", async (t) => {
       assert.equal(
         parseTarget(`host:${port}`),
         `"host:${port}" is not a target: "${port}" is not a port (1-65535)`,
+      );
+    });
+  }
+});
+
+Deno.test("parseTarget() rejects a port with a leading zero", async (t) => {
+  for (const [port, fix] of [["080", 80], ["00443", 443]]) {
+    await t.step(String(port), () => {
+      assert.equal(
+        parseTarget(`host:${port}`),
+        `"host:${port}" is not a target: "${port}" has a leading zero, write the port as ${fix}`,
       );
     });
   }
