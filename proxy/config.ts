@@ -32,6 +32,9 @@ export interface Config {
 
 const APP_KEYS = ["Name", "Ports", "Targets", "Balance"];
 
+/** Control characters (C0, DEL and C1), which a name must not contain. */
+const CONTROL = /\p{Cc}/u;
+
 /**
  * Reads and validates a config file.
  *
@@ -118,8 +121,18 @@ function readApp(
     return app;
   }
   checkKeys(value, APP_KEYS, path, problems);
-  if (typeof value.Name === "string" && value.Name.trim() !== "") {
-    app.name = value.Name;
+  const named = typeof value.Name === "string" && value.Name.trim() !== "";
+  if (named && !CONTROL.test(value.Name as string)) {
+    app.name = value.Name as string;
+  } else if (named) {
+    // Names appear in the app's log lines, where a line break could forge a
+    // line.
+    problems.push({
+      path: `${path}.Name`,
+      message: `${
+        JSON.stringify(value.Name)
+      } is not a name: remove the control characters, such as line breaks`,
+    });
   } else {
     problems.push({
       path: `${path}.Name`,

@@ -439,6 +439,16 @@ Deno.test("parseConfig() rejects a bad app name", async (t) => {
     ["whitespace", " \t ", '" \\t " is not a name: use a non-empty string'],
     ["a number", 5, "5 is not a name: use a non-empty string"],
     ["null", null, "null is not a name: use a non-empty string"],
+    [
+      "a line break",
+      "web\nINFO forged",
+      '"web\\nINFO forged" is not a name: remove the control characters, such as line breaks',
+    ],
+    [
+      "an escape",
+      "web\u001b[31m",
+      '"web\\u001b[31m" is not a name: remove the control characters, such as line breaks',
+    ],
   ];
   for (const [title, name, message] of rows) {
     await t.step(title, () => {
