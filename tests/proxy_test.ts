@@ -506,8 +506,10 @@ Deno.test("proxy closes a connection idle past the timeout", async () => {
     IdleTimeoutMs: 200,
     Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
   });
-  const conn = await connect(port!);
+  // Timed from before the connect: the proxy's idle clock starts when it
+  // accepts, which can come before this side sees its connect complete.
   const started = Date.now();
+  const conn = await connect(port!);
   const received = await drain(conn);
   closeQuietly(conn);
   const elapsed = Date.now() - started;
