@@ -25,6 +25,14 @@ import {
  */
 const RESOURCE_PAUSE_MS = 100;
 
+/**
+ * Length of each listener's queue of connections not yet accepted. Deno
+ * listens with 511 (seen with `ss -ltn`), and a burst of 1,500 connects
+ * overflowed it: the kernel reset some clients and answered others with SYN
+ * cookies. The kernel caps it at `net.core.somaxconn`, 4096 by default.
+ */
+export const LISTEN_BACKLOG = 4096;
+
 /** Connections taken from the backlog per event; the rest come next turn. */
 const ACCEPTS_PER_TURN = 64;
 
@@ -91,6 +99,17 @@ export class Acceptor {
     // Accepted sockets inherit TCP_NODELAY from the listener, which spares
     // one system call per connection.
     setNoDelay(fd);
+    // listen(2) on a listening socket only changes its backlog.
+    if (net().listen(fd, LISTEN_BACKLOG) < 0) {
+      log.warn(
+        "Cannot raise the listen backlog of {socket} to {backlog}: {error}; bursts of connects may be reset",
+        {
+          socket: label,
+          backlog: LISTEN_BACKLOG,
+          error: strerror(lastErrno()),
+        },
+      );
+    }
     loop.watchListener(fd, this.#onReady);
   }
 
