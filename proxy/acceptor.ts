@@ -28,8 +28,9 @@ const RESOURCE_PAUSE_MS = 100;
 /**
  * Length of each listener's queue of connections not yet accepted. Deno
  * listens with 511 (seen with `ss -ltn`), and a burst of 1,500 connects
- * overflowed it: the kernel reset some clients and answered others with SYN
- * cookies. The kernel caps it at `net.core.somaxconn`, 4096 by default.
+ * overflowed it, so the kernel reset some clients and fell back to SYN
+ * cookies for others. The kernel caps it at `net.core.somaxconn`, 4096 by
+ * default.
  */
 export const LISTEN_BACKLOG = 4096;
 
@@ -102,7 +103,7 @@ export class Acceptor {
     // listen(2) on a listening socket only changes its backlog.
     if (net().listen(fd, LISTEN_BACKLOG) < 0) {
       log.warn(
-        "Cannot raise the listen backlog of {socket} to {backlog}: {error}; bursts of connects may be reset",
+        "Cannot raise the listen backlog of {socket} to {backlog}: {error}. Bursts of connects beyond the old backlog may be reset",
         {
           socket: label,
           backlog: LISTEN_BACKLOG,

@@ -7,7 +7,7 @@ import { lastErrno, net } from "../ffi/net.ts";
 
 const IPPROTO_TCP = 6;
 const TCP_INFO = 11;
-/** Offset of `tcpi_sacked`, which holds the backlog of a listening socket. */
+/** Offset of `tcpi_sacked`, which is the backlog of a listening socket. */
 const TCPI_SACKED = 28;
 
 function listenBacklog(fd: number): number {
