@@ -44,8 +44,13 @@ const MAX_EVENTS = 256;
  * Maximum time the loop keeps the JavaScript thread to itself while events
  * keep arriving, in ms, checked between batches. After it, one wait goes
  * through Deno's event loop, so timers, signals and DNS answers run.
+ *
+ * Each such wait stops the data path until a worker thread ran: under
+ * ping-pong load it took 20-50 µs in 60% of cases, up to 300 µs in 32%, and
+ * up to 3 ms in 1%. Every connection waits meanwhile, so at 5 ms the waits
+ * raised the p99 round trip by about 5% against 20 ms.
  */
-const YIELD_MS = 5;
+const YIELD_MS = 20;
 
 /** A timer of the loop; see {@linkcode EventLoop.after}. */
 export class Deadline {
