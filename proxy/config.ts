@@ -36,6 +36,17 @@ const APP_KEYS = ["Name", "Ports", "Targets", "Balance"];
 const CONTROL = /\p{Cc}/u;
 
 /**
+ * Quotes `text` as JSON does, and also escapes DEL and the C1 controls, which
+ * JSON leaves as they are and a terminal may act on.
+ */
+function quoteControls(text: string): string {
+  return JSON.stringify(text).replace(
+    /[\u007f-\u009f]/gu,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+/**
  * Reads and validates a config file.
  *
  * @throws {ConfigError} listing every problem in the file
@@ -130,7 +141,7 @@ function readApp(
     problems.push({
       path: `${path}.Name`,
       message: `${
-        JSON.stringify(value.Name)
+        quoteControls(value.Name as string)
       } is not a name: remove the control characters, such as line breaks`,
     });
   } else {

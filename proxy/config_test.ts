@@ -445,6 +445,11 @@ Deno.test("parseConfig() rejects a bad app name", async (t) => {
       '"web\\nINFO forged" is not a name: remove the control characters, such as line breaks',
     ],
     [
+      "a C1 control",
+      "web\u009b31m",
+      '"web\\u009b31m" is not a name: remove the control characters, such as line breaks',
+    ],
+    [
       "an escape",
       "web\u001b[31m",
       '"web\\u001b[31m" is not a name: remove the control characters, such as line breaks',
