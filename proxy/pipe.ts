@@ -348,7 +348,8 @@ export class Pipe {
     const buffer = d.queued;
     d.queued = null;
     if (buffer === null || this.#closed || d.finished) return;
-    // The socket reports again when bytes come in meanwhile.
+    // Reads on only if the socket reported new bytes meanwhile; otherwise
+    // its next event does.
     if (this.#send(d, buffer, d.queuedLength) && d.src.readable) {
       this.#pump(d);
     }
