@@ -66,6 +66,10 @@ export const MSG_NOSIGNAL = 0x4000;
 /** `shutdown(2)` how: stop sending. */
 export const SHUT_WR = 1;
 
+/** Flags of `eventfd(2)`. */
+export const EFD_NONBLOCK = 0o4000;
+export const EFD_CLOEXEC = 0o2000000;
+
 /** Socket option levels and names. */
 export const SOL_SOCKET = 1;
 export const SO_ERROR = 4;

@@ -1,6 +1,8 @@
 import { getLogger } from "@logtape/logtape";
 import {
   EAGAIN,
+  EFD_CLOEXEC,
+  EFD_NONBLOCK,
   EINTR,
   EPOLL_DATA_OFFSET,
   EPOLL_EVENT_SIZE,
@@ -21,8 +23,6 @@ export const EPOLLET = 0x80000000;
 const EPOLL_CTL_ADD = 1;
 const EPOLL_CTL_DEL = 2;
 const EPOLL_CLOEXEC = 0o2000000;
-const EFD_NONBLOCK = 0o4000;
-const EFD_CLOEXEC = 0o2000000;
 
 /**
  * How long the loop blocks the JavaScript thread in `epoll_wait` when nothing
@@ -45,11 +45,10 @@ const MAX_EVENTS = 256;
  * keep arriving, in ms, checked between batches. After it, one wait goes
  * through Deno's event loop, so timers, signals and DNS answers run.
  *
- * Each such wait stops the data path until a worker thread ran: under
- * ping-pong load it took 20-50 µs in 60% of cases, up to 300 µs in 32%, and
- * up to 3 ms in 1%. Every connection waits meanwhile, so 20 ms gave a 5% lower
- * p99 round trip. But each await of a Deno call then waited up to 20 ms, and
- * a reload under load took up to 1.1 s instead of 92 ms.
+ * Each such wait stops every connection for 20-300 µs (rarely up to 3 ms).
+ * A 20 ms interval gave a 5% lower p99 round trip, but reloads under load then
+ * took up to 1.1 s instead of 92 ms, because each await of a Deno call waits
+ * for the next yield.
  */
 const YIELD_MS = 5;
 

@@ -5,6 +5,8 @@ import { encodeSockAddr } from "./sockaddr.ts";
 import { findListenerFd } from "../ffi/socket_fd.ts";
 import {
   closeWithReset,
+  EFD_CLOEXEC,
+  EFD_NONBLOCK,
   lastErrno,
   MSG_NOSIGNAL,
   net,
@@ -15,8 +17,6 @@ import {
 } from "../ffi/net.ts";
 
 const AF_INET = 2;
-const EFD_NONBLOCK = 0o4000;
-const EFD_CLOEXEC = 0o2000000;
 const encoder = new TextEncoder();
 
 /** Opens a connected loopback TCP pair as two nonblocking descriptors. */
@@ -63,7 +63,7 @@ async function readAll(fd: number): Promise<string> {
     if (n === 0 || lastErrno() !== 11) return text;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
-  throw new Error(`socket still open after 2 s; received "${text}"`);
+  throw new Error(`Socket still open after 2 s, received "${text}"`);
 }
 
 Deno.test("Pipe delivers a held reply after a target reset", async () => {
@@ -84,20 +84,18 @@ Deno.test("Pipe delivers a held reply after a target reset", async () => {
       done.resolve,
     );
     pipe.start();
-    // Runs between the target's and the client's events of one batch: the
-    // reply is read and held for the batch's end by then, and the client's
-    // bytes then meet a target that has reset.
+    // Runs between the target's and the client's events of one batch, so the
+    // reply is held for the batch's end when the target resets.
     loop.watch(trigger, (watched: Watched) => {
       if (watched.readable) closeWithReset(targetPeer);
     });
     loop.start();
-    // From a timer of the loop, after the first batch took the sockets'
-    // first events: all three become ready before the next wait, in this
-    // order, so the kernel reports them in one batch in this order.
+    // Set from a loop timer, after the sockets' first events, so the kernel
+    // reports all three in one batch, in this order.
     loop.after(20, () => {
       sendText(targetPeer, "reply");
-      const one = new Uint8Array(new BigUint64Array([1n]).buffer);
-      assert.equal(symbols.write(trigger, one, 8), 8);
+      const increment = new Uint8Array(new BigUint64Array([1n]).buffer);
+      assert.equal(symbols.write(trigger, increment, 8), 8);
       // With the FIN behind them, the client's bytes go on at once.
       sendText(clientPeer, "request");
       assert.equal(symbols.shutdown(clientPeer, SHUT_WR), 0);

@@ -1,10 +1,8 @@
 import assert from "node:assert/strict";
 import { EventLoop } from "./event_loop.ts";
 import { SendBatch } from "./send_batch.ts";
-import { net } from "../ffi/net.ts";
+import { EFD_CLOEXEC, EFD_NONBLOCK, net } from "../ffi/net.ts";
 
-const EFD_NONBLOCK = 0o4000;
-const EFD_CLOEXEC = 0o2000000;
 const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
 
 /** Runs `onBatch` from the handlers of one batch with two events. */
