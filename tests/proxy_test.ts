@@ -506,8 +506,8 @@ Deno.test("proxy closes a connection idle past the timeout", async () => {
     IdleTimeoutMs: 200,
     Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
   });
-  // Timed from before the connect: the proxy's idle clock starts when it
-  // accepts, which can come before this side sees its connect complete.
+  // Timed from before the connect, because the proxy's idle clock starts at
+  // its accept, which can come before the connect completes on this side.
   const started = Date.now();
   const conn = await connect(port!);
   const received = await drain(conn);
