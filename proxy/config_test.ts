@@ -296,7 +296,16 @@ Deno.test("parseConfig() rejects a port that is not 1-65535", async (t) => {
     [65536, "65536 is not a port (1-65535)"],
     [1.5, "1.5 is not a port (1-65535)"],
     [-1, "-1 is not a port (1-65535)"],
-    ["80", /^"80" is not a port range: /],
+    [
+      "80",
+      '"80" is a string: write one port as the number 80, without quotes, or a range as "first-last"',
+    ],
+    ["0", '"0" is not a port: use an integer 1-65535, without quotes'],
+    [
+      "080",
+      '"080" is a string: write one port as the number 80, without quotes, or a range as "first-last"',
+    ],
+    ["70000", '"70000" is not a port: use an integer 1-65535, without quotes'],
     [null, /^null is not a port: /],
     [true, /^true is not a port: /],
     [[80], /^\[80\] is not a port: /],

@@ -17,6 +17,7 @@ export function parsePortSpec(value: unknown): PortRange | string {
       JSON.stringify(value)
     } is not a port: use an integer 1-65535 or a range "first-last"`;
   }
+  if (/^\d+$/.test(value)) return quotedPort(value);
   const match = /^(\d{1,5})-(\d{1,5})$/.exec(value);
   if (match === null) {
     return `"${value}" is not a port range: use "first-last", such as "20000-29999", or an integer for one port`;
@@ -33,6 +34,15 @@ export function parsePortSpec(value: unknown): PortRange | string {
     return `"${value}" is not a port range: ${first} is greater than ${last}`;
   }
   return { first, last };
+}
+
+/** Explains what to write instead of one port given as a string of digits. */
+function quotedPort(value: string): string {
+  const port = Number(value);
+  if (!isPort(port)) {
+    return `"${value}" is not a port: use an integer 1-65535, without quotes`;
+  }
+  return `"${value}" is a string: write one port as the number ${port}, without quotes, or a range as "first-last"`;
 }
 
 /** Returns whether `value` is an integer TCP port, 1-65535. */

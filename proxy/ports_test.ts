@@ -53,9 +53,32 @@ Deno.test("parsePortSpec() rejects a value of the wrong type", async (t) => {
   }
 });
 
+Deno.test("parsePortSpec() rejects a port as a string", async (t) => {
+  const rows: [string, string][] = [
+    ["80", "80"],
+    ["080", "80"],
+    ["65535", "65535"],
+  ];
+  for (const [text, port] of rows) {
+    await t.step(text, () => {
+      assert.equal(
+        parsePortSpec(text),
+        `"${text}" is a string: write one port as the number ${port}, without quotes, or a range as "first-last"`,
+      );
+    });
+  }
+  for (const text of ["0", "65536", "123456"]) {
+    await t.step(text, () => {
+      assert.equal(
+        parsePortSpec(text),
+        `"${text}" is not a port: use an integer 1-65535, without quotes`,
+      );
+    });
+  }
+});
+
 Deno.test("parsePortSpec() rejects a malformed range", async (t) => {
   const rows = [
-    "80",
     "a-b",
     "",
     "-80",
