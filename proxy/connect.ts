@@ -57,7 +57,7 @@ export function connectToApp(
     const target = candidates[index];
     if (target === undefined || control?.cancelled) return done(undefined);
     index++;
-    target.beginConnect();
+    const mark = target.beginConnect();
     if (control !== undefined) {
       control.target = target.address.label;
       control.looped = false;
@@ -98,6 +98,12 @@ export function connectToApp(
           logResourceError(app, target, result, client);
           return done(undefined, "out of resources");
         }
+        if (target.startedBeforeBackoff(mark)) {
+          // Another connect put the target into back-off while this one
+          // was in flight, so the back-off stays as it is.
+          logFailure(app, target, result, client, index < candidates.length);
+          return next();
+        }
         const wasUp = target.failures === 0;
         const period = target.recordFailure(
           Date.now(),
@@ -112,10 +118,7 @@ export function connectToApp(
           );
         } else {
           // A failed probe: the back-off grew, once per period at most.
-          log.info(
-            "Target {target} of app {app} still down; next probe in {backoffMs} ms",
-            { app: app.name, target: target.address.label, backoffMs: period },
-          );
+          logStillDown(app, target, period);
         }
         next();
       },
@@ -146,6 +149,26 @@ function logResourceError(
       target: target.address.label,
       reason: error.reason,
       client: client(),
+      suppressed,
+    },
+  );
+}
+
+function logStillDown(app: App, target: TargetState, period: number) {
+  const suppressed = limiter.allow(
+    `probes of target ${target.address.label} of app "${app.name}"`,
+    Date.now(),
+  );
+  if (suppressed < 0) return;
+  log.info(
+    withSuppressed(
+      "Target {target} of app {app} still down; next probe in {backoffMs} ms",
+      suppressed,
+    ),
+    {
+      app: app.name,
+      target: target.address.label,
+      backoffMs: period,
       suppressed,
     },
   );

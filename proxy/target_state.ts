@@ -6,7 +6,9 @@ import type { TargetAddress } from "./target.ts";
  * A failed connect marks the target down for a back-off period that doubles
  * with each failure in a row, up to a maximum. When the period ends, one
  * connection may try the target again (a probe) while others still skip it,
- * so a dead target costs at most one failed attempt per period.
+ * so a dead target costs at most one failed attempt per period. Connects
+ * that were already in flight when the back-off began fail without
+ * lengthening it.
  */
 export class TargetState {
   readonly address: TargetAddress;
@@ -18,6 +20,8 @@ export class TargetState {
   downUntil = 0;
   /** Whether a probe connect is in flight after the back-off ended. */
   probing = false;
+  /** Number of back-offs started or lengthened so far. */
+  #backoffs = 0;
 
   constructor(address: TargetAddress) {
     this.address = address;
@@ -34,9 +38,24 @@ export class TargetState {
     return this.failures > 0 && (this.probing || now < this.downUntil);
   }
 
-  /** Records the start of a connect; a target past its back-off becomes a probe. */
-  beginConnect(): void {
+  /**
+   * Records the start of a connect, and returns a mark to pass to
+   * `startedBeforeBackoff` if it fails. A target past its back-off becomes a
+   * probe.
+   */
+  beginConnect(): number {
     if (this.failures > 0) this.probing = true;
+    return this.#backoffs;
+  }
+
+  /**
+   * Returns whether a connect, given the mark that `beginConnect` returned
+   * for it, began before the current back-off. Its failure then adds nothing:
+   * under load, dozens of connects are in flight when a target fails, and
+   * counting each would reach the maximum back-off within a second.
+   */
+  startedBeforeBackoff(mark: number): boolean {
+    return this.failures > 0 && mark !== this.#backoffs;
   }
 
   /** Ends a connect that failed for reasons of the proxy, not the target. */
@@ -51,6 +70,7 @@ export class TargetState {
   recordFailure(now: number, backoffMs: number, maxBackoffMs: number): number {
     this.probing = false;
     this.failures++;
+    this.#backoffs++;
     const period = Math.min(
       backoffMs * 2 ** Math.min(this.failures - 1, 30),
       maxBackoffMs,

@@ -164,3 +164,21 @@ Deno.test("TargetState reports a success while up as not down", () => {
 
   assert.equal(state.recordSuccess(), false);
 });
+
+Deno.test("TargetState tells connects older than the back-off", () => {
+  const state = new TargetState(ADDRESS);
+  const first = state.beginConnect();
+  const second = state.beginConnect();
+
+  assert.equal(state.startedBeforeBackoff(first), false);
+  state.recordFailure(0, BACKOFF_MS, MAX_BACKOFF_MS);
+  assert.equal(state.startedBeforeBackoff(second), true);
+
+  const probe = state.beginConnect();
+  assert.equal(state.startedBeforeBackoff(probe), false);
+  state.recordFailure(1_000, BACKOFF_MS, MAX_BACKOFF_MS);
+  assert.equal(state.startedBeforeBackoff(probe), true);
+
+  state.recordSuccess();
+  assert.equal(state.startedBeforeBackoff(second), false);
+});

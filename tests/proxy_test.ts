@@ -178,6 +178,44 @@ Deno.test("proxy retries a failed target after its back-off", async () => {
   assert.equal(await roundTrip(port!, "back"), "back");
 });
 
+Deno.test({
+  name: "proxy backs off once for connects in flight together",
+  ignore: !isRoot() || !hasNft(),
+  async fn() {
+    await using slow = nameServer("slow");
+    await using spare = nameServer("spare");
+    const slowPort = slow.port;
+    const [port] = freePorts(1);
+    await using _proxy = await TestProxy.start({
+      ...FAST_SETTINGS,
+      ConnectTimeoutMs: 200,
+      BackoffMs: 500,
+      Balance: "round-robin",
+      Apps: [{
+        Name: "a",
+        Ports: [port],
+        Targets: [slow.target, spare.target],
+      }],
+    });
+    {
+      await using _rule = await dropSyns(slowPort);
+      // About half of the clients try "slow" first, and their connects
+      // time out together.
+      const replies = await Promise.all(
+        Array.from({ length: 10 }, () => roundTrip(port!, "x")),
+      );
+      assert.deepEqual(replies, Array(10).fill("spare"));
+    }
+
+    // Counted once, the back-off ends 500 ms after the timeouts. Counted
+    // per connect, it would double four times, to 8 s.
+    await delay(700);
+    const later: string[] = [];
+    for (let i = 0; i < 6; i++) later.push(await roundTrip(port!, "x"));
+    assert.ok(later.includes("slow"), `replies after the back-off: ${later}`);
+  },
+});
+
 Deno.test("proxy passes a half-close and keeps the other direction open", async () => {
   // The target reads everything until the client's FIN, then replies.
   await using target = new TestServer(async (conn) => {
