@@ -143,8 +143,8 @@ export class Pipe {
   #closed = false;
   /** Directions that passed their FIN on. */
   #ended = 0;
-  /** Bytes queued towards both peers at the last idle check. */
-  #lastQueued = 0;
+  /** Bytes queued towards both peers at the last idle check, if any. */
+  #lastQueued: number | undefined;
   /**
    * After one side failed: the direction from it to the other side, whose
    * bytes are still delivered before the other side is reset.
@@ -194,18 +194,23 @@ export class Pipe {
    * closes with a FIN when every byte was delivered, and with a reset when
    * bytes are still queued, so a peer never takes a cut stream for a whole one.
    *
+   * The first call that finds bytes queued cannot tell whether they moved,
+   * so it sets `lastActive` to `cutoff`, and the next idle check decides.
+   *
+   * @param cutoff the idle check's `now` minus the idle timeout
    * @returns whether the pipe closed
    */
-  expire(now: number): boolean {
+  expire(now: number, cutoff: number): boolean {
     if (this.#closed) return true;
     // Delivery after a failure ends within its own limit.
     if (this.#salvage !== undefined) return false;
     const queued = sendQueueBytes(this.#client.fd) +
       sendQueueBytes(this.#target.fd) + (this.#up.pending?.length ?? 0) +
       (this.#down.pending?.length ?? 0);
-    if (queued !== this.#lastQueued) {
+    const firstLook = this.#lastQueued === undefined;
+    if (firstLook ? queued > 0 : queued !== this.#lastQueued) {
       this.#lastQueued = queued;
-      this.lastActive = now;
+      this.lastActive = firstLook ? cutoff : now;
       return false;
     }
     this.#end ??= "idle";
@@ -291,6 +296,7 @@ export class Pipe {
       if (d.from === "client") this.sent += n;
       else this.received += n;
       this.lastActive = this.#loop.now;
+      this.#lastQueued = undefined;
       // A short read emptied the socket, unless a FIN or an error is queued
       // behind the data, which only a further read reports.
       const drained = n < READ_BUFFER_SIZE && !d.src.hangup;
@@ -375,6 +381,7 @@ export class Pipe {
     }
     // A slow reader that keeps taking bytes is not idle.
     this.lastActive = this.#loop.now;
+    this.#lastQueued = undefined;
     if (written < pending.length) {
       d.pending = pending.subarray(written);
       d.dst.writable = false;

@@ -396,7 +396,7 @@ export class Proxy {
       for (const session of this.#sessions) {
         const pipe = session.pipe;
         if (pipe !== undefined && pipe.lastActive < cutoff) {
-          pipe.expire(Date.now());
+          pipe.expire(Date.now(), cutoff);
         }
       }
     }, interval);

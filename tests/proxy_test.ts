@@ -683,6 +683,38 @@ Deno.test("proxy resets a stuck reader at the idle timeout", async () => {
   );
 });
 
+Deno.test("proxy resets a stuck reader within one idle timeout", async () => {
+  await using target = new TestServer(async (conn) => {
+    await writeAll(conn, new Uint8Array(16 * 1024 * 1024));
+  });
+  const [port] = freePorts(1);
+  await using proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    IdleTimeoutMs: 400,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  // Timed from before the connect: the buffers fill, and bytes stop
+  // moving, within milliseconds after it.
+  const started = Date.now();
+  const conn = await connect(port!);
+  await waitFor(
+    () => proxy.proxy.connections === 1,
+    2_000,
+    "the proxy to accept",
+  );
+  await waitFor(
+    () => proxy.proxy.connections === 0,
+    5_000,
+    "the proxy to close the connection",
+  );
+  const elapsed = Date.now() - started;
+  closeQuietly(conn);
+  // The idle check runs every 100 ms here. A second full timeout after the
+  // first look at the queues would take 900 ms or more.
+  assert.ok(elapsed >= 400, `closed after ${elapsed} ms`);
+  assert.ok(elapsed < 800, `closed after ${elapsed} ms`);
+});
+
 /**
  * Connects a `node:net` client, which can send a reset with
  * `resetAndDestroy()`, to `port` and waits until the proxy accepted it.
