@@ -18,7 +18,8 @@ const HELP =
 
 Usage:
   anyport [options]               run the proxy
-  anyport check [--config PATH]   validate a config file and exit
+  anyport check [--config PATH | PATH] [--mode MODE]
+                                  validate a config file and exit
   anyport bpf status [--json] [--pin-root DIR]
                                   show the BPF steering state of this network namespace
   anyport bpf detach [--pin-root DIR]
@@ -58,7 +59,7 @@ async function main(args: string[]): Promise<number> {
       args,
       allowPositionals: true,
       options: {
-        config: { type: "string", short: "c", default: "./config.json" },
+        config: { type: "string", short: "c" },
         mode: { type: "string" },
         "log-level": { type: "string", default: "info" },
         "log-format": { type: "string", default: "text" },
@@ -108,18 +109,26 @@ async function main(args: string[]): Promise<number> {
   });
 
   const [command, ...rest] = positionals;
+  // `check` also takes the config path as its argument.
+  const path = command === "check" && rest.length === 1
+    ? rest.shift()
+    : undefined;
   if (rest.length > 0) {
     return usageError(`Unexpected argument "${rest[0]}"`);
   }
+  if (path !== undefined && values.config !== undefined) {
+    return usageError(
+      `Two config files given, "${values.config}" and "${path}": give one`,
+    );
+  }
+  const configPath = path ?? values.config ?? "./config.json";
+  const modeOption = mode === undefined ? {} : { mode: mode as FrontendMode };
   switch (command) {
     case undefined:
     case "run":
-      return await runProxy({
-        configPath: values.config,
-        ...(mode === undefined ? {} : { mode: mode as FrontendMode }),
-      });
+      return await runProxy({ configPath, ...modeOption });
     case "check":
-      return await checkConfig(values.config);
+      return await checkConfig(configPath, modeOption.mode);
     default:
       return usageError(
         `Unknown command "${command}": use check, bpf or no command`,

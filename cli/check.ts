@@ -1,14 +1,23 @@
 import { readConfig } from "../proxy/config.ts";
 import { ConfigError, formatProblem } from "../proxy/config_error.ts";
 import { countPorts, mergeRanges } from "../proxy/ports.ts";
+import type { FrontendMode } from "../proxy/settings.ts";
 
 /**
  * Validates a config file and prints the result: a summary when it is
  * valid, every problem when it is not. Returns the exit code, 0 or 1.
+ *
+ * @param mode overrides the config's `Mode`, as `--mode` does for a run
  */
-export async function checkConfig(path: string): Promise<number> {
+export async function checkConfig(
+  path: string,
+  mode?: FrontendMode,
+): Promise<number> {
   try {
-    const config = await readConfig(path);
+    const read = await readConfig(path);
+    const config = mode === undefined
+      ? read
+      : { ...read, settings: { ...read.settings, mode } };
     const ports = countPorts(mergeRanges(config.apps.flatMap((a) => a.ports)));
     const targets = config.apps.reduce((n, a) => n + a.targets.length, 0);
     // deno-lint-ignore no-console

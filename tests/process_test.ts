@@ -375,6 +375,34 @@ Deno.test("anyport check accepts the shipped configs", async () => {
   }
 });
 
+Deno.test("anyport check takes the path as an argument", async () => {
+  const { code, stdout } = await runCli(["check", `${ROOT}config.json`]);
+  assert.equal(code, 0);
+  assert.match(new TextDecoder().decode(stdout), /valid, 3 apps/);
+});
+
+Deno.test("anyport check reports the mode from --mode", async () => {
+  const { code, stdout } = await runCli([
+    "check",
+    `${ROOT}config.json`,
+    "--mode",
+    "bpf",
+  ]);
+  assert.equal(code, 0);
+  assert.match(new TextDecoder().decode(stdout), /, mode bpf$/m);
+});
+
+Deno.test("anyport check rejects two config paths", async () => {
+  const { code, stderr } = await runCli([
+    "check",
+    "--config",
+    `${ROOT}config.json`,
+    `${ROOT}config.online.json`,
+  ]);
+  assert.equal(code, 2);
+  assert.match(new TextDecoder().decode(stderr), /^Two config files given, /);
+});
+
 Deno.test("anyport rejects an unknown option with usage help", async () => {
   const { code, stderr } = await runCli(["--bogus"]);
   const text = new TextDecoder().decode(stderr);
