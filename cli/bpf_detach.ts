@@ -17,7 +17,7 @@ export interface BpfDetachResult {
  * @throws {Error} when BPF cannot work here or a pin cannot be removed
  */
 export function detachBpf(pinRoot: string): BpfDetachResult {
-  checkBpfRequirements(pinRoot);
+  checkBpfRequirements(pinRoot, "remove");
   const path = statePath(pinRoot);
   return { detached: detachSteering(pinRoot), path };
 }

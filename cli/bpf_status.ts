@@ -35,7 +35,7 @@ export interface BpfStatus {
  * @throws {Error} when BPF cannot work here or the pins cannot be read
  */
 export function readBpfStatus(pinRoot: string): BpfStatus {
-  checkBpfRequirements(pinRoot);
+  checkBpfRequirements(pinRoot, "read");
   const path = statePath(pinRoot);
   const status: BpfStatus = { attached: false, netnsInode: netnsInode(), path };
   using state = openPinnedState(path);

@@ -156,7 +156,7 @@ Deno.test(
       const result = await run(["status", "--pin-root", pinRoot]);
       assert.equal(result.code, 1);
       assert.ok(
-        result.error.startsWith("anyport bpf status: Cannot pin BPF state"),
+        result.error.startsWith("anyport bpf status: Cannot read BPF state"),
         result.error,
       );
       assert.ok(result.error.includes("mount -t bpf bpf /sys/fs/bpf"));

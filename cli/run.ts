@@ -8,8 +8,8 @@ import { formatRange } from "../proxy/ports.ts";
 import { Proxy } from "../proxy/proxy.ts";
 import type { EventLoop } from "../proxy/event_loop.ts";
 import type { FrontendMode } from "../proxy/settings.ts";
-import { DEFAULT_PIN_ROOT } from "../ebpf/layout.ts";
 import { explainMissingObject } from "../ebpf/missing_object.ts";
+import { warnOfPinnedSteering } from "./stale_steering.ts";
 import { logSuppressed } from "../proxy/rate_limit.ts";
 
 const log = getLogger(["anyport"]);
@@ -170,7 +170,7 @@ async function createFrontend(
   onConn: ConnHandler,
 ): Promise<Frontend> {
   if (config.settings.mode === "listeners") {
-    warnOfPinnedSteering();
+    await warnOfPinnedSteering(config);
     return new PortListeners(config.settings.listenAddress, loop, onConn);
   }
   // Imported here so that the default mode loads neither libbpf nor the
@@ -187,27 +187,6 @@ async function createFrontend(
     onConn,
     loop,
   });
-}
-
-/**
- * Warns when a BPF-mode run left its steering attached in this network
- * namespace, as it does on purpose for a restart to take over: the kernel
- * then hands connections to the steered ports to that program's socket, and
- * listeners on the same ports never see them.
- */
-function warnOfPinnedSteering(): void {
-  let path: string;
-  try {
-    const namespace = Deno.statSync("/proc/self/ns/net").ino;
-    path = `${DEFAULT_PIN_ROOT}/${namespace}`;
-    Deno.statSync(`${path}/link`);
-  } catch {
-    return;
-  }
-  log.warning(
-    'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}): connections to its steered ports go to that run\'s socket, not to these listeners; run "anyport bpf detach" unless a BPF-mode proxy should serve them',
-    { path },
-  );
 }
 
 function withMode(config: Config, mode: FrontendMode | undefined): Config {

@@ -20,13 +20,17 @@ const CAP_BPF = 39n;
  * the process may load and attach BPF programs, `pinRoot` is on a bpffs, and
  * the kernel has sk_lookup.
  *
+ * @param action what the caller does with the pins, for the messages
  * @throws {Error} naming the first missing requirement and its fix
  */
-export function checkBpfRequirements(pinRoot: string): void {
+export function checkBpfRequirements(
+  pinRoot: string,
+  action: PinAction = "pin",
+): void {
   checkProcAccess();
   libbpf();
   checkCapabilities(effectiveCapabilities());
-  checkBpfFs(pinRoot, Deno.readTextFileSync("/proc/self/mountinfo"));
+  checkBpfFs(pinRoot, Deno.readTextFileSync("/proc/self/mountinfo"), action);
   checkSkLookup();
 }
 
@@ -69,19 +73,27 @@ export function checkCapabilities(capabilities: bigint): void {
   );
 }
 
+/** Use of the pins that a caller intends, named in the messages. */
+export type PinAction = "pin" | "read" | "remove";
+
 /**
  * Checks that `path`, or the directory that will hold it, is on a bpffs,
  * the only file system that can hold BPF pins.
  *
  * @param mountinfo contents of `/proc/self/mountinfo`
+ * @param action what the caller does with the pins, for the message
  * @throws {Error} when the file system at `path` is not a bpffs
  */
-export function checkBpfFs(path: string, mountinfo: string): void {
+export function checkBpfFs(
+  path: string,
+  mountinfo: string,
+  action: PinAction = "pin",
+): void {
   const real = realPathOfAncestor(path);
   const mount = findMount(real, mountinfo);
   if (mount?.type === "bpf") return;
   throw new Error(
-    `Cannot pin BPF state under "${path}": no bpffs is mounted there ` +
+    `Cannot ${action} BPF state under "${path}": no bpffs is mounted there ` +
       `(found ${mount?.type ?? "nothing"} at "${mount?.point ?? real}"); ` +
       `mount one with "mount -t bpf bpf /sys/fs/bpf"`,
   );

@@ -219,6 +219,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     ) {
       await this.#drain();
     }
+    const attached = this.#isAttached();
     // Closing the socket also removes it from the sockmap, in the kernel.
     this.#acceptor?.close();
     this.#listener.close();
@@ -227,7 +228,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     logger.info("Closed proxy socket {address}", {
       address: formatHostPort(this.addr.hostname, this.addr.port),
     });
-    if (cookie === this.#cookie) {
+    if (cookie === this.#cookie && attached) {
       logger.info(
         "BPF steering stays attached: connections to steered ports are refused until anyport starts again or anyport bpf detach removes it",
       );
@@ -268,16 +269,27 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     this.#state.maps.removePorts(removed);
     this.#ports = requested;
 
-    if (this.#state.linkInfo().netnsInode === 0) {
+    if (!this.#isAttached()) {
       logger.warn(
-        "Ports updated, but BPF steering is detached: nothing is steered until anyport restarts",
+        "Ports updated to {count}, but BPF steering is detached: nothing is steered until anyport restarts",
+        { count: requested.size },
       );
+      return;
     }
     logger.info("Steered ports: {count} ({added} added, {removed} removed)", {
       count: requested.size,
       added: added.length,
       removed: removed.length,
     });
+  }
+
+  /** Returns whether the program's link is still attached to the namespace. */
+  #isAttached(): boolean {
+    try {
+      return this.#state.linkInfo().netnsInode !== 0;
+    } catch {
+      return false;
+    }
   }
 
   #isReplaced(): boolean {

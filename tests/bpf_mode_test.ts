@@ -189,6 +189,7 @@ Deno.test({
     await detachAll();
     await proxy.waitForLog(/BPF steering was detached/, 2_000);
     assert.equal(await proxy.stop("SIGTERM"), 0);
+    assert.doesNotMatch(proxy.stderr, /BPF steering stays attached/);
   },
 });
 
@@ -216,6 +217,11 @@ Deno.test({
       await using listeners = listenersMode();
       await listeners.waitForLog(/Started in listeners mode/);
       assert.match(listeners.stderr, /BPF steering of an earlier BPF-mode run/);
+      // The killed run's socket left the sockmap with its process.
+      assert.match(
+        listeners.stderr,
+        /takes \d+ ports of this config \([^)]+\): connections to them are refused \(no proxy socket is in its sockmap\) instead of reaching these listeners/,
+      );
       assert.equal(await listeners.stop("SIGTERM"), 0);
     }
     await detachAll();
