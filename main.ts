@@ -37,8 +37,12 @@ Options:
   -h, --help             show this help
   -V, --version          show the version
 
-Signals: SIGHUP reloads the config; SIGINT and SIGTERM stop accepting, let open
-connections finish for up to DrainTimeoutMs, then exit 0.`;
+Signals: SIGHUP reloads the config. SIGINT and SIGTERM stop accepting, let open
+connections finish for up to DrainTimeoutMs, reset the rest, then exit 0; the
+same signal again, 1 s or more later, resets open connections at once.
+
+Exit codes: 0 after a clean stop or a valid check; 1 when check finds problems
+or the proxy cannot start; 2 for a config invalid at start or invalid usage.`;
 
 async function main(args: string[]): Promise<number> {
   if (args[0] === "bpf") {

@@ -31,7 +31,7 @@ export async function runProxy(options: RunOptions): Promise<number> {
   try {
     config = await source.read();
   } catch (error) {
-    logConfigError(options.configPath, error, "Cannot start");
+    logConfigError(options.configPath, error, "Cannot start", "fatal");
     return 2;
   }
 
@@ -194,18 +194,30 @@ function withMode(config: Config, mode: FrontendMode | undefined): Config {
   return { ...config, settings: { ...config.settings, mode } };
 }
 
-function logConfigError(path: string, error: unknown, action: string) {
-  if (error instanceof ConfigError) {
-    log.error(`${action}: {path} has {count} problem(s): {problems}`, {
-      path,
-      count: error.problems.length,
-      problems: error.problems.map(formatProblem).join("; "),
-    });
-  } else {
-    log.error(`${action}: cannot read {path}: {error}`, {
+/** Logs a config that cannot be used, with one line per problem. */
+function logConfigError(
+  path: string,
+  error: unknown,
+  action: string,
+  level: "error" | "fatal" = "error",
+) {
+  const write = (message: string, properties: Record<string, unknown>) =>
+    level === "fatal"
+      ? log.fatal(message, properties)
+      : log.error(message, properties);
+  if (!(error instanceof ConfigError)) {
+    write(`${action}: cannot read {path}: {error}`, {
       path,
       error: (error as Error).message,
     });
+    return;
+  }
+  write(`${action}: {path} has {count} problem(s):`, {
+    path,
+    count: error.problems.length,
+  });
+  for (const problem of error.problems) {
+    write("  {problem}", { path, problem: formatProblem(problem) });
   }
 }
 
