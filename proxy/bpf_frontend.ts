@@ -5,12 +5,20 @@ import {
   decodeSockAddr,
   SOCKADDR_SIZE,
   type SocketAddress,
+  unmapped,
 } from "./sockaddr.ts";
 import { net } from "../ffi/net.ts";
 import { formatHostPort } from "./address.ts";
 import type { ConnHandler, Frontend, PortRange } from "./frontend.ts";
 import { expandRanges } from "./ports.ts";
-import { formatPrefix, type Prefix, prefixContains } from "./prefix.ts";
+import {
+  formatAddress,
+  formatPrefix,
+  parseAddress,
+  type Prefix,
+  prefixContains,
+} from "./prefix.ts";
+import { readLocalListeners } from "./local_listeners.ts";
 import {
   attachSteering,
   DEFAULT_PIN_ROOT,
@@ -254,6 +262,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     const removed = [...this.#ports].filter((port) => !requested.has(port));
 
     this.#addPorts(added);
+    this.#warnOfShadowedListeners(
+      this.#socketInserted ? added : [...requested],
+    );
     if (!this.#socketInserted) {
       this.#state.maps.setSocket(this.#fd);
       this.#socketInserted = true;
@@ -281,6 +292,38 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       added: added.length,
       removed: removed.length,
     });
+  }
+
+  /**
+   * Warns of other sockets that listen on steered ports and addresses. The
+   * kernel runs the program before it looks for a listener, so those sockets
+   * get no connection while their port is steered.
+   */
+  #warnOfShadowedListeners(ports: readonly number[]): void {
+    if (ports.length === 0) return;
+    const steered = new Set(ports);
+    const proxyAddress = parseAddress(this.addr.hostname);
+    const shadowed = readLocalListeners().filter((listener) =>
+      steered.has(listener.port) &&
+      !(listener.port === this.addr.port && proxyAddress !== undefined &&
+        sameBytes(listener.address, proxyAddress)) &&
+      (listener.address.every((byte) => byte === 0) ||
+        this.#prefixes.some((prefix) =>
+          prefixContains(prefix, unmapped(Array.from(listener.address)))
+        ))
+    );
+    if (shadowed.length === 0) return;
+    const labels = shadowed.map((listener) =>
+      formatHostPort(formatAddress(listener.address), listener.port)
+    );
+    logger.warn(
+      "Other sockets listen on {count} steered ports ({listeners}): steering takes their connections; remove those ports from the config or move the other services",
+      {
+        count: new Set(shadowed.map((listener) => listener.port)).size,
+        listeners: labels.slice(0, 5).join(", ") +
+          (labels.length > 5 ? ` and ${labels.length - 5} more` : ""),
+      },
+    );
   }
 
   /** Returns whether the program's link is still attached to the namespace. */
@@ -426,4 +469,10 @@ function listen(): Deno.TcpListener {
       { cause: error },
     );
   }
+}
+
+function sameBytes(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

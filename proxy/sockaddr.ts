@@ -87,7 +87,8 @@ function copy(buffer: Uint8Array, start: number, end: number): number[] {
   return bytes;
 }
 
-function unmapped(address: readonly number[]): readonly number[] {
+/** Returns the IPv4 address inside an IPv4-mapped IPv6 one, else `address`. */
+export function unmapped(address: readonly number[]): readonly number[] {
   if (address.length !== 16) return address;
   for (let i = 0; i < 10; i++) if (address[i] !== 0) return address;
   if (address[10] !== 0xff || address[11] !== 0xff) return address;

@@ -195,6 +195,31 @@ Deno.test({
 
 Deno.test({
   ...BPF,
+  name: "anyport warns of other listeners on steered ports",
+  async fn() {
+    requireTestNamespace();
+    await using a = nameServer("a");
+    await using b = nameServer("b");
+    const port = A_PORTS.first + 5;
+    using _other = Deno.listen({ hostname: "127.0.0.1", port });
+    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    await using proxy = startBpfProxy(path);
+    await proxy.waitForLog(/Started in bpf mode/);
+    assert.match(
+      proxy.stderr,
+      new RegExp(
+        `Other sockets listen on 1 steered ports \\(127\\.0\\.0\\.1:${port}\\)`,
+      ),
+    );
+    // The kernel steers before it looks for a listener.
+    assert.equal(await roundTrip(port, ""), "a");
+    assert.equal(await proxy.stop("SIGTERM"), 0);
+    await detachAll();
+  },
+});
+
+Deno.test({
+  ...BPF,
   name: "anyport warns in listeners mode of steering left attached",
   async fn() {
     requireTestNamespace();
