@@ -143,7 +143,10 @@ export class Pipe {
   #closed = false;
   /** Directions that passed their FIN on. */
   #ended = 0;
-  /** Bytes queued towards both peers at the last idle check, if any. */
+  /**
+   * Bytes queued towards both peers at the last idle check, or `undefined`
+   * when the pipe read or sent since.
+   */
   #lastQueued: number | undefined;
   /**
    * After one side failed: the direction from it to the other side, whose
@@ -188,33 +191,34 @@ export class Pipe {
   }
 
   /**
-   * Closes the pipe at idle timeout, unless bytes moved since the last call:
-   * a peer that reads slowly drains the kernel's send queue even while the
-   * proxy has nothing new to send, and that counts as activity. An idle pipe
-   * closes with a FIN when every byte was delivered, and with a reset when
-   * bytes are still queued, so a peer never takes a cut stream for a whole one.
-   *
-   * The first call that finds bytes queued cannot tell whether they moved,
-   * so it sets `lastActive` to `cutoff`, and the next idle check decides.
+   * Checks for the idle timeout a pipe that made no read or send for at
+   * least one check interval. A peer that reads slowly drains the kernel's
+   * send queue even while the proxy has nothing new to send, and that counts
+   * as activity, so the queued bytes are sampled on each call until they
+   * reach zero. Once `lastActive` is older than `cutoff`, the pipe closes:
+   * with a FIN when every byte was delivered, and with a reset when bytes are
+   * still queued, so a peer never takes a cut stream for a whole one.
    *
    * @param cutoff the idle check's `now` minus the idle timeout
    * @returns whether the pipe closed
    */
-  expire(now: number, cutoff: number): boolean {
+  checkIdle(now: number, cutoff: number): boolean {
     if (this.#closed) return true;
     // Delivery after a failure ends within its own limit.
     if (this.#salvage !== undefined) return false;
-    const queued = sendQueueBytes(this.#client.fd) +
-      sendQueueBytes(this.#target.fd) + (this.#up.pending?.length ?? 0) +
-      (this.#down.pending?.length ?? 0);
-    const firstLook = this.#lastQueued === undefined;
-    if (firstLook ? queued > 0 : queued !== this.#lastQueued) {
+    // An empty queue stays empty until the next read or send.
+    if (this.#lastQueued !== 0) {
+      const queued = sendQueueBytes(this.#client.fd) +
+        sendQueueBytes(this.#target.fd) + (this.#up.pending?.length ?? 0) +
+        (this.#down.pending?.length ?? 0);
+      if (this.#lastQueued !== undefined && queued !== this.#lastQueued) {
+        this.lastActive = now;
+      }
       this.#lastQueued = queued;
-      this.lastActive = firstLook ? cutoff : now;
-      return false;
     }
+    if (this.lastActive >= cutoff) return false;
     this.#end ??= "idle";
-    if (queued > 0) {
+    if (this.#lastQueued! > 0) {
       this.#resetBoth();
       return true;
     }

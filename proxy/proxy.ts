@@ -392,11 +392,13 @@ export class Proxy {
     if (idleMs === 0) return;
     const interval = Math.max(10, Math.min(1_000, idleMs / 4));
     this.#idleTimer = setInterval(() => {
-      const cutoff = Date.now() - idleMs;
+      const now = Date.now();
+      const quiet = now - interval;
+      const cutoff = now - idleMs;
       for (const session of this.#sessions) {
         const pipe = session.pipe;
-        if (pipe !== undefined && pipe.lastActive < cutoff) {
-          pipe.expire(Date.now(), cutoff);
+        if (pipe !== undefined && pipe.lastActive < quiet) {
+          pipe.checkIdle(now, cutoff);
         }
       }
     }, interval);
