@@ -11,6 +11,7 @@ import {
   treeThreads,
 } from "./_process.ts";
 import type { MetricId, RowResult, RunSettings } from "./_results.ts";
+import { clearTimeWait } from "./_time_wait.ts";
 
 /** Tools and settings for {@linkcode measureRow}. */
 export interface MeasureContext {
@@ -109,6 +110,8 @@ async function measureLoad(
     String(warmupSeconds),
   ];
 
+  const leftover = await clearTimeWait();
+  if (leftover !== undefined) row.problems.push(leftover);
   const conn = checkOps(
     await runJson(
       ctx.loadgen,

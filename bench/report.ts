@@ -191,7 +191,9 @@ function methodSection(results: Results): string[] {
     `${s.seconds} s after a ${s.warmupSeconds} s warm-up.`,
     "",
     `- **Short connections:** ${s.conns} clients each loop over connect, ` +
-    "send 16 bytes, receive them back, close.",
+    "send 16 bytes, receive them back, close. Before it, `ss -K` closes " +
+    "the TIME_WAIT sockets that earlier rows left, so every row starts from " +
+    "the same state (`bench/_time_wait.ts` says why that matters).",
     `- **Ping-pong:** ${s.conns} persistent connections each send 64 bytes ` +
     "and wait for the echo before sending again. Latency is the round " +
     "trip seen by the load generator, in 1 µs buckets.",
