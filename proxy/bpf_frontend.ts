@@ -18,7 +18,7 @@ import {
   type Prefix,
   prefixContains,
 } from "./prefix.ts";
-import { readLocalListeners } from "./local_listeners.ts";
+import { type LocalListener, readLocalListeners } from "./local_listeners.ts";
 import {
   attachSteering,
   DEFAULT_PIN_ROOT,
@@ -303,7 +303,14 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     if (ports.length === 0) return;
     const steered = new Set(ports);
     const proxyAddress = parseAddress(this.addr.hostname);
-    const shadowed = readLocalListeners().filter((listener) =>
+    let listeners: LocalListener[];
+    try {
+      listeners = readLocalListeners();
+    } catch (error) {
+      logger.debug("Cannot list local listeners: {error}", { error });
+      return;
+    }
+    const shadowed = listeners.filter((listener) =>
       steered.has(listener.port) &&
       !(listener.port === this.addr.port && proxyAddress !== undefined &&
         sameBytes(listener.address, proxyAddress)) &&

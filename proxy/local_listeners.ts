@@ -1,3 +1,6 @@
+import { lastErrno, net } from "../ffi/net.ts";
+import { OsError } from "../ffi/libc.ts";
+
 /** A listening TCP socket of this network namespace. */
 export interface LocalListener {
   /** 4 or 16 bytes in network order; all zeros for a wildcard address. */
@@ -5,49 +8,91 @@ export interface LocalListener {
   port: number;
 }
 
-/** `st` of a listening socket in `/proc/net/tcp`: `TCP_LISTEN`. */
-const LISTEN_STATE = "0A";
+const AF_NETLINK = 16;
+const AF_INET = 2;
+const AF_INET6 = 10;
+const SOCK_DGRAM = 2;
+const SOCK_CLOEXEC = 0o2000000;
+const NETLINK_SOCK_DIAG = 4;
+const IPPROTO_TCP = 6;
+const SOCK_DIAG_BY_FAMILY = 20;
+const NLM_F_REQUEST = 0x1;
+const NLM_F_DUMP = 0x300;
+const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
+const TCP_LISTEN = 10;
+
+const NLMSG_HEADER_SIZE = 16;
+/** `struct inet_diag_req_v2`. */
+const REQUEST_SIZE = 56;
+/** Offset of `id.idiag_sport` and `id.idiag_src` in `struct inet_diag_msg`. */
+const SPORT_OFFSET = 4;
+const SRC_OFFSET = 8;
 
 /**
- * Reads the listening TCP sockets of this network namespace from
- * `/proc/net/tcp` and `/proc/net/tcp6`. A file that cannot be read, such as
- * `tcp6` without IPv6, counts as empty.
+ * Lists the listening TCP sockets of this network namespace through a
+ * `sock_diag` netlink dump, as `ss -tl` does. The kernel filters by state,
+ * so the cost does not grow with the number of connections, unlike reading
+ * `/proc/net/tcp` (about 175 ms and 20 MiB with 130,000 TIME_WAIT sockets).
+ *
+ * @throws {OsError} when the netlink socket cannot be opened or read
  */
 export function readLocalListeners(): LocalListener[] {
-  const listeners: LocalListener[] = [];
-  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    let text: string;
-    try {
-      text = Deno.readTextFileSync(file);
-    } catch {
-      continue;
-    }
-    listeners.push(...parseProcNetTcp(text));
+  const symbols = net();
+  const fd = symbols.socket(
+    AF_NETLINK,
+    SOCK_DGRAM | SOCK_CLOEXEC,
+    NETLINK_SOCK_DIAG,
+  );
+  if (fd < 0) throw new OsError("socket(AF_NETLINK)", lastErrno());
+  try {
+    return [...dump(fd, AF_INET), ...dump(fd, AF_INET6)];
+  } finally {
+    symbols.close(fd);
   }
-  return listeners;
 }
 
-/**
- * Parses the listening sockets out of the text of `/proc/net/tcp` or
- * `/proc/net/tcp6`. The kernel prints each 32-bit word of an address as a
- * hex number in host byte order (little-endian on x86 and arm64), and the
- * port as a plain hex number.
- */
-export function parseProcNetTcp(text: string): LocalListener[] {
-  const listeners: LocalListener[] = [];
-  for (const line of text.split("\n").slice(1)) {
-    const fields = line.trim().split(/\s+/);
-    const local = fields[1];
-    if (local === undefined || fields[3] !== LISTEN_STATE) continue;
-    const [hex, portHex] = local.split(":");
-    if (hex === undefined || portHex === undefined) continue;
-    if (hex.length !== 8 && hex.length !== 32) continue;
-    const address = new Uint8Array(hex.length / 2);
-    for (let word = 0; word < hex.length / 8; word++) {
-      const value = parseInt(hex.slice(word * 8, word * 8 + 8), 16);
-      new DataView(address.buffer).setUint32(word * 4, value, true);
-    }
-    listeners.push({ address, port: parseInt(portHex, 16) });
+function dump(fd: number, family: number): LocalListener[] {
+  const symbols = net();
+  const request = new Uint8Array(NLMSG_HEADER_SIZE + REQUEST_SIZE);
+  const view = new DataView(request.buffer);
+  view.setUint32(0, request.length, true);
+  view.setUint16(4, SOCK_DIAG_BY_FAMILY, true);
+  view.setUint16(6, NLM_F_REQUEST | NLM_F_DUMP, true);
+  view.setUint8(NLMSG_HEADER_SIZE, family);
+  view.setUint8(NLMSG_HEADER_SIZE + 1, IPPROTO_TCP);
+  view.setUint32(NLMSG_HEADER_SIZE + 4, 1 << TCP_LISTEN, true);
+  if (symbols.send(fd, request, request.length, 0) !== request.length) {
+    throw new OsError("send(sock_diag request)", lastErrno());
   }
-  return listeners;
+
+  const listeners: LocalListener[] = [];
+  const buffer = new Uint8Array(32 * 1024);
+  const reply = new DataView(buffer.buffer);
+  for (;;) {
+    const n = symbols.recv(fd, buffer, buffer.length, 0);
+    if (n < 0) throw new OsError("recv(sock_diag reply)", lastErrno());
+    for (let offset = 0; offset + NLMSG_HEADER_SIZE <= n;) {
+      const length = reply.getUint32(offset, true);
+      const type = reply.getUint16(offset + 4, true);
+      if (type === NLMSG_DONE) return listeners;
+      if (type === NLMSG_ERROR) {
+        const errno = -reply.getInt32(offset + NLMSG_HEADER_SIZE, true);
+        // A kernel without IPv6 has no table to dump.
+        if (family === AF_INET6) return listeners;
+        throw new OsError("sock_diag dump", errno);
+      }
+      if (length < NLMSG_HEADER_SIZE) break;
+      const message = offset + NLMSG_HEADER_SIZE;
+      const size = family === AF_INET ? 4 : 16;
+      listeners.push({
+        port: reply.getUint16(message + SPORT_OFFSET, false),
+        address: buffer.slice(
+          message + SRC_OFFSET,
+          message + SRC_OFFSET + size,
+        ),
+      });
+      offset += (length + 3) & ~3;
+    }
+  }
 }
