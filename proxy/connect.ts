@@ -74,7 +74,7 @@ export function connectToApp(
           // other end already. The client goes to the next target.
           loop.release(result.fd);
           closeWithReset(result.fd);
-          target.cancelConnect();
+          target.cancelConnect(mark);
           return next();
         }
         if (result instanceof Watched) {
@@ -88,13 +88,13 @@ export function connectToApp(
         }
         if (result instanceof DialCancelled) {
           // The client is gone; the target is not to blame.
-          target.cancelConnect();
+          target.cancelConnect(mark);
           return done(undefined);
         }
         if (isResourceExhausted(result.cause)) {
           // The proxy itself is out of descriptors or memory: the target is
           // not to blame, and the other targets would fail the same way.
-          target.cancelConnect();
+          target.cancelConnect(mark);
           logResourceError(app, target, result, client);
           return done(undefined, "out of resources");
         }

@@ -58,9 +58,13 @@ export class TargetState {
     return this.failures > 0 && mark !== this.#backoffs;
   }
 
-  /** Ends a connect that failed for reasons of the proxy, not the target. */
-  cancelConnect(): void {
-    this.probing = false;
+  /**
+   * Ends a connect that failed for reasons of the proxy, not the target.
+   * Only the probe, which began after the latest back-off, clears `probing`:
+   * an older connect that ends while a probe is in flight leaves it be.
+   */
+  cancelConnect(mark: number): void {
+    if (mark === this.#backoffs) this.probing = false;
   }
 
   /**

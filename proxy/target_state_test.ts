@@ -182,3 +182,18 @@ Deno.test("TargetState tells connects older than the back-off", () => {
   state.recordSuccess();
   assert.equal(state.startedBeforeBackoff(second), false);
 });
+
+Deno.test("TargetState keeps the probe when an older connect ends", () => {
+  const state = new TargetState(ADDRESS);
+  const older = state.beginConnect();
+  state.recordFailure(0, BACKOFF_MS, MAX_BACKOFF_MS);
+  const probe = state.beginConnect();
+
+  state.cancelConnect(older);
+  assert.equal(state.probing, true);
+  assert.equal(state.isAvailable(60_000), false);
+
+  state.cancelConnect(probe);
+  assert.equal(state.probing, false);
+  assert.equal(state.isAvailable(60_000), true);
+});
