@@ -3,6 +3,7 @@ import {
   lastErrno,
   MSG_NOSIGNAL,
   net,
+  receiveQueueBytes,
   sendQueueBytes,
   SHUT_WR,
   socketError,
@@ -113,6 +114,9 @@ class Direction implements QueuedSend {
   }
 }
 
+/** `#queueSample()` of a pipe with nothing queued anywhere. */
+const EMPTY_QUEUES = "0,0,0,0,0,0";
+
 /**
  * Bidirectional copy between a client and a target socket, driven by the
  * event loop.
@@ -144,10 +148,10 @@ export class Pipe {
   /** Directions that passed their FIN on. */
   #ended = 0;
   /**
-   * Bytes queued towards both peers at the last idle check, or `undefined`
-   * when the pipe read or sent since.
+   * Queue sizes at the last idle check, as `#queueSample()` returns them, or
+   * `undefined` when the pipe read or sent since.
    */
-  #lastQueued: number | undefined;
+  #lastQueued: string | undefined;
   /**
    * After one side failed: the direction from it to the other side, whose
    * bytes are still delivered before the other side is reset.
@@ -192,12 +196,14 @@ export class Pipe {
 
   /**
    * Checks for the idle timeout a pipe that made no read or send for at
-   * least one check interval. A peer that reads slowly drains the kernel's
-   * send queue even while the proxy has nothing new to send, and that counts
-   * as activity, so the queued bytes are sampled on each call until they
-   * reach zero. Once `lastActive` is older than `cutoff`, the pipe closes:
-   * with a FIN when every byte was delivered, and with a reset when bytes are
-   * still queued, so a peer never takes a cut stream for a whole one.
+   * least one check interval. Bytes can move while the proxy neither reads
+   * nor sends: a slow reader drains a send queue, and a peer keeps filling a
+   * receive queue that the proxy does not read because the other side is
+   * full. So the queues are sampled on each call until they are all empty,
+   * and a change counts as activity. Once `lastActive` is older than
+   * `cutoff`, the pipe closes: with a FIN when every byte was delivered, and
+   * with a reset when bytes are still queued, so a peer never takes a cut
+   * stream for a whole one.
    *
    * @param cutoff the idle check's `now` minus the idle timeout
    * @returns whether the pipe closed
@@ -206,24 +212,39 @@ export class Pipe {
     if (this.#closed) return true;
     // Delivery after a failure ends within its own limit.
     if (this.#salvage !== undefined) return false;
-    // An empty queue stays empty until the next read or send.
-    if (this.#lastQueued !== 0) {
-      const queued = sendQueueBytes(this.#client.fd) +
-        sendQueueBytes(this.#target.fd) + (this.#up.pending?.length ?? 0) +
-        (this.#down.pending?.length ?? 0);
-      if (this.#lastQueued !== undefined && queued !== this.#lastQueued) {
+    // Empty queues stay empty until the next read or send.
+    if (this.#lastQueued !== EMPTY_QUEUES) {
+      const sample = this.#queueSample();
+      if (this.#lastQueued !== undefined && sample !== this.#lastQueued) {
         this.lastActive = now;
       }
-      this.#lastQueued = queued;
+      this.#lastQueued = sample;
     }
     if (this.lastActive >= cutoff) return false;
     this.#end ??= "idle";
-    if (this.#lastQueued! > 0) {
+    if (this.#lastQueued !== EMPTY_QUEUES) {
       this.#resetBoth();
       return true;
     }
     this.#close();
     return true;
+  }
+
+  /**
+   * Returns the sizes of the kernel's send and receive queues of both
+   * sockets and of the pending bytes, joined into one string. Each is kept
+   * apart, so that bytes leaving one queue while as many enter another
+   * still show as a change.
+   */
+  #queueSample(): string {
+    return [
+      sendQueueBytes(this.#client.fd),
+      sendQueueBytes(this.#target.fd),
+      receiveQueueBytes(this.#client.fd),
+      receiveQueueBytes(this.#target.fd),
+      this.#up.pending?.length ?? 0,
+      this.#down.pending?.length ?? 0,
+    ].join(",");
   }
 
   /** Resets both connections now, at the end of a drain. */

@@ -111,3 +111,42 @@ Deno.test("Pipe delivers a held reply after a target reset", async () => {
     symbols.close(trigger);
   }
 });
+
+Deno.test("Pipe counts a filling receive queue as activity", async () => {
+  const symbols = net();
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const listenerFd = findListenerFd(listener);
+  assert.ok(listenerFd !== undefined, "no descriptor for the listener");
+  const [clientPeer, clientFd] = tcpPair(listener, listenerFd);
+  const [targetFd, targetPeer] = tcpPair(listener, listenerFd);
+  // The loop never runs, so the pipe reads nothing: bytes the client sends
+  // stay in the receive queue, as when the target side is full.
+  const loop = new EventLoop();
+  try {
+    const pipe = new Pipe(
+      loop,
+      loop.watch(clientFd),
+      loop.watch(targetFd),
+      () => {},
+    );
+    pipe.start();
+    const quiet = pipe.lastActive;
+    sendText(clientPeer, "a");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(pipe.checkIdle(quiet + 1_000, quiet - 1), false);
+    assert.equal(pipe.lastActive, quiet, "the first sample is no activity");
+
+    sendText(clientPeer, "bb");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(pipe.checkIdle(quiet + 2_000, quiet - 1), false);
+    assert.equal(pipe.lastActive, quiet + 2_000, "the queue grew");
+
+    // Nothing moved since: past the timeout, the pipe resets both sides.
+    assert.equal(pipe.checkIdle(quiet + 9_000, quiet + 5_000), true);
+  } finally {
+    await loop.stop();
+    listener.close();
+    symbols.close(clientPeer);
+    symbols.close(targetPeer);
+  }
+});
