@@ -191,13 +191,18 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     this.#checkOpen("set prefixes");
     const requested = new Set(prefixes.map(formatPrefix));
     const current = this.#state.maps.readPrefixes();
+    const unchanged = current.length === requested.size &&
+      current.every((prefix) => requested.has(formatPrefix(prefix)));
     for (const prefix of prefixes) this.#state.maps.addPrefix(prefix);
     for (const prefix of current) {
       if (!requested.has(formatPrefix(prefix))) {
         this.#state.maps.removePrefix(prefix);
       }
     }
+    // Logged at start, and on reloads only when they change.
+    const first = this.#prefixes.length === 0;
     this.#prefixes = [...prefixes];
+    if (unchanged && !first) return;
     logger.info("Steered prefixes: {prefixes}", {
       prefixes: [...requested].join(", "),
     });
@@ -324,9 +329,8 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       formatHostPort(formatAddress(listener.address), listener.port)
     );
     logger.warn(
-      "Other sockets listen on {count} steered ports ({listeners}): steering takes their connections; remove those ports from the config or move the other services",
+      "Other sockets listen on steered ports: {listeners}; steering takes their connections, so remove those ports from the config or move the other services",
       {
-        count: new Set(shadowed.map((listener) => listener.port)).size,
         listeners: labels.slice(0, 5).join(", ") +
           (labels.length > 5 ? ` and ${labels.length - 5} more` : ""),
       },
