@@ -1,6 +1,7 @@
 import { readConfig } from "../proxy/config.ts";
 import { ConfigError, formatProblem } from "../proxy/config_error.ts";
 import { countPorts, mergeRanges } from "../proxy/ports.ts";
+import { counted } from "../proxy/plural.ts";
 import type { FrontendMode } from "../proxy/settings.ts";
 
 /**
@@ -22,14 +23,16 @@ export async function checkConfig(
     const targets = config.apps.reduce((n, a) => n + a.targets.length, 0);
     // deno-lint-ignore no-console
     console.log(
-      `${path}: valid, ${config.apps.length} apps, ${ports} ports, ${targets} targets, mode ${config.settings.mode}`,
+      `${path}: valid, ${counted(config.apps.length, "app")}, ${
+        counted(ports, "port")
+      }, ${counted(targets, "target")}, mode ${config.settings.mode}`,
     );
     return 0;
   } catch (error) {
     if (error instanceof ConfigError) {
       // deno-lint-ignore no-console
       console.error(
-        `${path}: ${error.problems.length} problem(s)\n  ${
+        `${path}: ${counted(error.problems.length, "problem")}\n  ${
           error.problems.map(formatProblem).join("\n  ")
         }`,
       );

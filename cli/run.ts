@@ -6,6 +6,7 @@ import type { ConnHandler, Frontend } from "../proxy/frontend.ts";
 import { PortListeners } from "../proxy/port_listeners.ts";
 import { formatRange } from "../proxy/ports.ts";
 import { Proxy } from "../proxy/proxy.ts";
+import { counted } from "../proxy/plural.ts";
 import type { EventLoop } from "../proxy/event_loop.ts";
 import type { FrontendMode } from "../proxy/settings.ts";
 import { explainMissingObject } from "../ebpf/missing_object.ts";
@@ -65,10 +66,13 @@ export async function runProxy(options: RunOptions): Promise<number> {
     return 1;
   }
   started.resolve(proxy);
-  log.info("Started in {mode} mode: {apps} apps on {ports} ports", {
+  const ports = countConfigPorts(config);
+  log.info("Started in {mode} mode: {appCount} on {portCount}", {
     mode: config.settings.mode,
+    appCount: counted(config.apps.length, "app"),
+    portCount: counted(ports, "port"),
     apps: config.apps.length,
-    ports: countConfigPorts(config),
+    ports,
     appPorts: Object.fromEntries(
       config.apps.map((
         app,
@@ -212,9 +216,9 @@ function logConfigError(
     });
     return;
   }
-  write(`${action}: {path} has {count} problem(s):`, {
+  write(`${action}: {path} has {count}:`, {
     path,
-    count: error.problems.length,
+    count: counted(error.problems.length, "problem"),
   });
   for (const problem of error.problems) {
     write("  {problem}", { path, problem: formatProblem(problem) });

@@ -1,3 +1,5 @@
+import { counted } from "./plural.ts";
+
 /** One problem in a config file: where it is and what is wrong. */
 export interface ConfigProblem {
   /** Location in the document, such as `Apps[1].Ports[2]`, or `""` for the root. */
@@ -12,7 +14,7 @@ export class ConfigError extends Error {
   constructor(source: string, problems: readonly ConfigProblem[]) {
     const lines = problems.map(formatProblem);
     super(
-      `Invalid config "${source}": ${problems.length} problem(s)\n  ${
+      `Invalid config "${source}": ${counted(problems.length, "problem")}\n  ${
         lines.join("\n  ")
       }`,
     );

@@ -961,7 +961,7 @@ Deno.test("ConfigError lists the source and every problem", () => {
   assert.equal(error.problems.length, 2);
   assert.equal(
     error.message,
-    'Invalid config "anyport.json": 2 problem(s)\n' +
+    'Invalid config "anyport.json": 2 problems\n' +
       '  Apps[0].Name: "" is not a name: use a non-empty string\n' +
       "  Apps[0].Ports[0]: 0 is not a port (1-65535)",
   );
@@ -972,7 +972,7 @@ Deno.test("ConfigError names the default source config", () => {
     () => parseConfig("{}"),
     (error: unknown) =>
       error instanceof ConfigError &&
-      error.message.startsWith('Invalid config "config": 1 problem(s)\n  '),
+      error.message.startsWith('Invalid config "config": 1 problem\n  '),
   );
 });
 
