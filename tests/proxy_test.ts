@@ -693,8 +693,8 @@ Deno.test("proxy resets a stuck reader within one idle timeout", async () => {
     IdleTimeoutMs: 1_000,
     Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
   });
-  // Timed from before the connect. The buffers fill within milliseconds,
-  // though the receive queues still change for about 250 ms after.
+  // Timed from before the connect, so the time also covers the first few
+  // hundred milliseconds, in which the queues still fill.
   const started = Date.now();
   const conn = await connect(port!);
   await waitFor(
