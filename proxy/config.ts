@@ -97,8 +97,39 @@ export function parseConfig(raw: string, source = "config"): Config {
   const settings = readSettings(root, problems);
   const apps = readApps(root.Apps, problems);
   checkLoops(root.Apps, apps, settings, problems);
-  if (problems.length > 0) throw new ConfigError(source, problems);
+  if (problems.length > 0) {
+    throw new ConfigError(source, inDocumentOrder(problems));
+  }
   return { apps, settings };
+}
+
+/** Order of an app's fields in problem lists; unknown keys come first. */
+const APP_FIELD_ORDER = ["Name", "Ports", "Targets", "Balance"];
+
+/**
+ * Orders the problems of each app by app, field and item, after the
+ * problems outside the apps, which keep the order they were found in.
+ * The checks run one kind at a time, across all apps, so without this a
+ * loop or a duplicate port of `Apps[0]` would be listed after `Apps[3]`.
+ */
+function inDocumentOrder(problems: ConfigProblem[]): ConfigProblem[] {
+  const keyed = problems.map((problem, index) => {
+    const match = /^Apps\[(\d+)\](?:\.(\w+)(?:\[(\d+)\])?)?/.exec(
+      problem.path,
+    );
+    return {
+      problem,
+      app: match === null ? -1 : Number(match[1]),
+      // The app itself, then its unknown keys, then its fields in order.
+      field: match?.[2] === undefined ? -2 : APP_FIELD_ORDER.indexOf(match[2]),
+      item: match?.[3] === undefined ? -1 : Number(match[3]),
+      index,
+    };
+  });
+  keyed.sort((a, b) =>
+    a.app - b.app || a.field - b.field || a.item - b.item || a.index - b.index
+  );
+  return keyed.map((entry) => entry.problem);
 }
 
 function readApps(value: unknown, problems: ConfigProblem[]): AppConfig[] {

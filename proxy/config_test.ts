@@ -983,3 +983,20 @@ Deno.test("formatProblem() omits the path at the root", () => {
     "Apps[0]: bad app",
   );
 });
+
+Deno.test("parseConfig() lists problems in app order", () => {
+  const problems = problemsOf(JSON.stringify({
+    ListenAddress: "127.0.0.1",
+    Balance: "fastest",
+    Apps: [
+      { Name: "a", Ports: [80], Targets: ["127.0.0.1:81"] },
+      { Name: "b", Ports: [81, 0], Targets: ["h:1"] },
+    ],
+  }));
+
+  assert.deepEqual(problems.map((p) => p.path), [
+    "Balance",
+    "Apps[0].Targets[0]",
+    "Apps[1].Ports[1]",
+  ]);
+});
