@@ -189,6 +189,15 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
    */
   setPrefixes(prefixes: readonly Prefix[]): void {
     this.#checkOpen("set prefixes");
+    if (this.#socketInserted && this.#isReplaced()) {
+      // As for ports: the maps describe the newer process's config now.
+      this.#prefixes = [...prefixes];
+      return;
+    }
+    this.#writePrefixes(prefixes);
+  }
+
+  #writePrefixes(prefixes: readonly Prefix[]): void {
     const requested = new Set(prefixes.map(formatPrefix));
     const current = this.#state.maps.readPrefixes();
     const unchanged = current.length === requested.size &&
@@ -380,6 +389,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
         this.#state.maps.removePorts(
           [...present].filter((p) => !this.#ports.has(p)),
         );
+        this.#writePrefixes(this.#prefixes);
         this.#replaced = false;
         logger.warn(
           "Took steering back: the newer anyport process that owned it is gone",

@@ -178,6 +178,48 @@ Deno.test({
 
 Deno.test({
   ...BPF,
+  name: "anyport in BPF mode leaves prefixes to the newer process",
+  async fn() {
+    requireTestNamespace();
+    await using a = nameServer("a");
+    await using b = nameServer("b");
+    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    const newerPath = await writeConfigFile({
+      ...bpfConfig(a.target, b.target),
+      SteerPrefixes: ["127.0.0.1/32"],
+    });
+    await using older = startBpfProxy(path);
+    await older.waitForLog(/Started in bpf mode/);
+    {
+      await using newer = startBpfProxy(newerPath);
+      await newer.waitForLog(/Started in bpf mode/);
+      await older.waitForLog(/newer anyport process took steering over/);
+      older.child.kill("SIGHUP");
+      await older.waitForLog(/Reloaded/);
+      assert.deepEqual(await steeredPrefixes(), ["127.0.0.1/32"]);
+      assert.equal(await newer.stop("SIGTERM"), 0);
+    }
+    await older.waitForLog(/Took steering back/, 2_000);
+    assert.deepEqual(await steeredPrefixes(), ["127.0.0.1/32", "::1/128"]);
+    assert.equal(await older.stop("SIGTERM"), 0);
+    await detachAll();
+  },
+});
+
+/** Reads the prefixes in the pinned maps with `anyport bpf status --json`. */
+async function steeredPrefixes(): Promise<string[]> {
+  const { code, stdout } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", `${ROOT}main.ts`, "bpf", "status", "--json"],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  assert.equal(code, 0, "bpf status failed");
+  const status = JSON.parse(new TextDecoder().decode(stdout));
+  return [...status.prefixes].sort();
+}
+
+Deno.test({
+  ...BPF,
   name: "anyport in BPF mode logs a detach from outside",
   async fn() {
     requireTestNamespace();
