@@ -15,10 +15,7 @@ export async function checkConfig(
   mode?: FrontendMode,
 ): Promise<number> {
   try {
-    const read = await readConfig(path);
-    const config = mode === undefined
-      ? read
-      : { ...read, settings: { ...read.settings, mode } };
+    const config = await readConfig(path, mode);
     const ports = countPorts(mergeRanges(config.apps.flatMap((a) => a.ports)));
     const targets = config.apps.reduce((n, a) => n + a.targets.length, 0);
     // deno-lint-ignore no-console

@@ -130,7 +130,7 @@ class ConfigSource {
     const text = await Deno.readTextFile(this.path);
     if (onlyIfChanged && text === this.#lastText) return undefined;
     this.#lastText = text;
-    return withMode(parseConfig(text, this.path), this.#mode);
+    return parseConfig(text, this.path, this.#mode);
   }
 }
 
@@ -191,11 +191,6 @@ async function createFrontend(
     onConn,
     loop,
   });
-}
-
-function withMode(config: Config, mode: FrontendMode | undefined): Config {
-  if (mode === undefined) return config;
-  return { ...config, settings: { ...config.settings, mode } };
 }
 
 /** Logs a config that cannot be used, with one line per problem. */

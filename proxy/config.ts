@@ -6,6 +6,7 @@ import { formatRange, parsePortSpec } from "./ports.ts";
 import {
   BALANCE_POLICIES,
   type BalancePolicy,
+  type FrontendMode,
   readChoice,
   readSettings,
   SETTING_KEYS,
@@ -49,20 +50,29 @@ function quoteControls(text: string): string {
 /**
  * Reads and validates a config file.
  *
+ * @param mode overrides the file's `Mode`, as `--mode` does
  * @throws {ConfigError} listing every problem in the file
  * @throws {Deno.errors.NotFound} when the file does not exist
  */
-export async function readConfig(path: string): Promise<Config> {
-  return parseConfig(await Deno.readTextFile(path), path);
+export async function readConfig(
+  path: string,
+  mode?: FrontendMode,
+): Promise<Config> {
+  return parseConfig(await Deno.readTextFile(path), path, mode);
 }
 
 /**
  * Parses and validates config text: JSON with comments and trailing commas.
  *
  * @param source file name used in the error message
+ * @param mode overrides the text's `Mode` before the checks that depend on it
  * @throws {ConfigError} listing every problem found
  */
-export function parseConfig(raw: string, source = "config"): Config {
+export function parseConfig(
+  raw: string,
+  source = "config",
+  mode?: FrontendMode,
+): Config {
   // Editors on Windows start UTF-8 files with a byte order mark.
   const text = raw.startsWith("\uFEFF") ? raw.slice(1) : raw;
   if (text.trim() === "") {
@@ -95,6 +105,7 @@ export function parseConfig(raw: string, source = "config"): Config {
   }
   checkKeys(root, ["Apps", ...SETTING_KEYS], "", problems);
   const settings = readSettings(root, problems);
+  if (mode !== undefined) settings.mode = mode;
   const apps = readApps(root.Apps, problems);
   checkLoops(root.Apps, apps, settings, problems);
   if (problems.length > 0) {

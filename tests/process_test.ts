@@ -392,6 +392,24 @@ Deno.test("anyport check reports the mode from --mode", async () => {
   assert.match(new TextDecoder().decode(stdout), /, mode bpf$/m);
 });
 
+Deno.test("anyport check validates with the mode from --mode", async () => {
+  // Per-port listeners on an address that is not loopback do not serve
+  // 127.0.0.1:7001, but BPF mode steers it, so the target would loop.
+  const path = await writeConfigFile({
+    ListenAddress: "192.0.2.1",
+    Apps: [{ Name: "a", Ports: [7001], Targets: ["127.0.0.1:7001"] }],
+  });
+  const listeners = await runCli(["check", path]);
+  assert.equal(listeners.code, 0);
+
+  const bpf = await runCli(["check", path, "--mode", "bpf"]);
+  assert.equal(bpf.code, 1);
+  assert.match(
+    new TextDecoder().decode(bpf.stderr),
+    /Apps\[0\]\.Targets\[0\]: "127\.0\.0\.1:7001" is port 7001 of this proxy/,
+  );
+});
+
 Deno.test("anyport check rejects two config paths", async () => {
   const { code, stderr } = await runCli([
     "check",
