@@ -2,6 +2,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Config } from "../proxy/config.ts";
 import { formatRange, mergeRanges } from "../proxy/ports.ts";
 import { DEFAULT_PIN_ROOT } from "../ebpf/layout.ts";
+import { pathExists, readLink } from "../ffi/libc.ts";
 
 const log = getLogger(["anyport"]);
 
@@ -15,14 +16,14 @@ const RANGES_SHOWN = 5;
  * that run's socket, or refuses it when no socket is in the sockmap.
  */
 export async function warnOfPinnedSteering(config: Config): Promise<void> {
-  let path: string;
-  try {
-    const namespace = Deno.statSync("/proc/self/ns/net").ino;
-    path = `${DEFAULT_PIN_ROOT}/${namespace}`;
-    Deno.statSync(`${path}/link`);
-  } catch {
-    return;
-  }
+  // Through libc: Deno reads /proc/self only with --allow-all, which
+  // listeners mode does not need.
+  const namespace = /^net:\[(\d+)\]$/.exec(
+    readLink("/proc/self/ns/net") ?? "",
+  )?.[1];
+  if (namespace === undefined) return;
+  const path = `${DEFAULT_PIN_ROOT}/${namespace}`;
+  if (!pathExists(`${path}/link`)) return;
   const pinned = await readPinnedPorts(path);
   if (pinned === undefined) {
     log.warning(

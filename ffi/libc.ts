@@ -1,7 +1,7 @@
 /**
  * Helpers for raw descriptors and socket options outside the data path, and
  * bindings to the libc functions that `net.ts` does not bind: `open`,
- * `strerror` and `vsnprintf` (for libbpf's messages).
+ * `readlink`, `access`, `strerror` and `vsnprintf` (for libbpf's messages).
  *
  * The library is opened on first use and stays open for the life of the
  * process, so code that never calls these functions needs no `ffi`
@@ -15,6 +15,8 @@ import { lastErrno, net } from "./net.ts";
 /** Functions beyond the socket calls, which `net.ts` binds. */
 const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
+  access: { parameters: ["buffer", "i32"], result: "i32" },
   strerror: { parameters: ["i32"], result: "pointer" },
   vsnprintf: {
     parameters: ["buffer", "usize", "pointer", "pointer"],
@@ -103,6 +105,29 @@ export function readSmallFile(path: string): string | undefined {
   net().close(fd);
   if (length < 0) return undefined;
   return new TextDecoder().decode(buffer.subarray(0, length));
+}
+
+/**
+ * Returns the target of the symbolic link `path`, or `undefined` when it
+ * cannot be read. Through libc, so that reading `/proc/self` does not need
+ * Deno's `--allow-all`.
+ */
+export function readLink(path: string): string | undefined {
+  const buffer = new Uint8Array(4096);
+  const length = Number(
+    libc().readlink(cString(path), buffer, BigInt(buffer.length)),
+  );
+  if (length < 0) return undefined;
+  return new TextDecoder().decode(buffer.subarray(0, length));
+}
+
+/**
+ * Returns whether `path` exists, through libc, so that paths under `/sys`
+ * need no Deno permission.
+ */
+export function pathExists(path: string): boolean {
+  const F_OK = 0;
+  return libc().access(cString(path), F_OK) === 0;
 }
 
 /** Closes a descriptor from {@linkcode openReadOnly} or libbpf. */

@@ -273,7 +273,8 @@ Deno.test({
         path,
         ["--mode", "listeners", "--log-level", "info", "--no-access-log"],
         undefined,
-        ["--allow-all"],
+        // The permissions of `deno task start`, without --allow-all.
+        ["--allow-net", "--allow-read", "--allow-ffi"],
       );
     {
       await using killed = startBpfProxy(path);
