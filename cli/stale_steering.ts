@@ -1,6 +1,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { Config } from "../proxy/config.ts";
 import { formatRange, mergeRanges } from "../proxy/ports.ts";
+import { counted } from "../proxy/plural.ts";
 import { DEFAULT_PIN_ROOT } from "../ebpf/layout.ts";
 import { pathExists, readLink } from "../ffi/libc.ts";
 
@@ -24,6 +25,7 @@ export async function warnOfPinnedSteering(config: Config): Promise<void> {
   if (namespace === undefined) return;
   const path = `${DEFAULT_PIN_ROOT}/${namespace}`;
   if (!pathExists(`${path}/link`)) return;
+
   const pinned = await readPinnedPorts(path);
   if (pinned === undefined) {
     log.warning(
@@ -32,6 +34,7 @@ export async function warnOfPinnedSteering(config: Config): Promise<void> {
     );
     return;
   }
+
   const fate = pinned.socket
     ? "go to that run's socket"
     : "are refused (no proxy socket is in its sockmap)";
@@ -46,19 +49,25 @@ export async function warnOfPinnedSteering(config: Config): Promise<void> {
   );
   if (configuredSteered.length === 0) {
     log.warning(
-      'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}) on {count} ports, none of them in this config: connections to them {fate}; run "anyport bpf detach" unless a BPF-mode proxy should serve them',
-      { path, count: pinned.ports.size, fate },
+      'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}) on {count}, none of them in this config: connections to them {fate}; run "anyport bpf detach" unless a BPF-mode proxy should serve them',
+      { path, count: counted(pinned.ports.size, "port"), fate },
     );
     return;
   }
+
   const ranges = mergeRanges(configuredSteered).map(formatRange);
   const listed = ranges.slice(0, RANGES_SHOWN).join(", ") +
     (ranges.length > RANGES_SHOWN
       ? ` and ${ranges.length - RANGES_SHOWN} more ranges`
       : "");
   log.warning(
-    'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}) and takes {count} ports of this config ({ports}): connections to them {fate} instead of reaching these listeners; run "anyport bpf detach" unless a BPF-mode proxy should serve them',
-    { path, count: configuredSteered.length, ports: listed, fate },
+    'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}) and takes {count} of this config ({ports}): connections to them {fate} instead of reaching these listeners; run "anyport bpf detach" unless a BPF-mode proxy should serve them',
+    {
+      path,
+      count: counted(configuredSteered.length, "port"),
+      ports: listed,
+      fate,
+    },
   );
 }
 
