@@ -1000,3 +1000,20 @@ Deno.test("parseConfig() lists problems in app order", () => {
     "Apps[1].Ports[1]",
   ]);
 });
+
+Deno.test("parseConfig() rejects more prefixes than BPF steering holds", () => {
+  const prefixes = Array.from(
+    { length: 4097 },
+    (_, i) => `10.${i >> 8}.${i & 255}.0/24`,
+  );
+  const problems = problemsOf(JSON.stringify({
+    SteerPrefixes: [...prefixes, "::1/128"],
+    Apps: [{ Name: "a", Ports: [80], Targets: ["h:1"] }],
+  }));
+
+  assert.deepEqual(problems, [{
+    path: "SteerPrefixes",
+    message:
+      "lists 4097 IPv4 prefixes, more than the 4096 that BPF steering holds: merge them into shorter prefixes",
+  }]);
+});

@@ -1,4 +1,10 @@
-import { parseAddress, parsePrefix, type Prefix } from "./prefix.ts";
+import {
+  formatPrefix,
+  parseAddress,
+  parsePrefix,
+  type Prefix,
+} from "./prefix.ts";
+import { MAX_PREFIXES } from "../ebpf/layout.ts";
 import type { ConfigProblem } from "./config_error.ts";
 import { SOURCE_PORT_POLICIES, type SourcePortPolicy } from "./source_ports.ts";
 
@@ -210,6 +216,22 @@ function readSteerPrefixes(
       problems.push({
         path: `SteerPrefixes[${i}]`,
         message: (error as Error).message,
+      });
+    }
+  }
+  // The program's prefix maps have room for this many per family. A longer
+  // list would fail partway through writing them.
+  for (const family of [4, 6] as const) {
+    const count = new Set(
+      settings.steerPrefixes.filter((p) => p.family === family).map(
+        formatPrefix,
+      ),
+    ).size;
+    if (count > MAX_PREFIXES) {
+      problems.push({
+        path: "SteerPrefixes",
+        message:
+          `lists ${count} IPv${family} prefixes, more than the ${MAX_PREFIXES} that BPF steering holds: merge them into shorter prefixes`,
       });
     }
   }
