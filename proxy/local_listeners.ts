@@ -1,5 +1,6 @@
-import { lastErrno, net } from "../ffi/net.ts";
+import { lastErrno, net, SOCK_CLOEXEC } from "../ffi/net.ts";
 import { OsError } from "../ffi/libc.ts";
+import { AF_INET, AF_INET6 } from "./sockaddr.ts";
 
 /** A listening TCP socket of this network namespace. */
 export interface LocalListener {
@@ -9,10 +10,7 @@ export interface LocalListener {
 }
 
 const AF_NETLINK = 16;
-const AF_INET = 2;
-const AF_INET6 = 10;
 const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0o2000000;
 const NETLINK_SOCK_DIAG = 4;
 const IPPROTO_TCP = 6;
 const SOCK_DIAG_BY_FAMILY = 20;
