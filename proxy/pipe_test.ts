@@ -45,6 +45,19 @@ function tcpPair(listener: Deno.TcpListener, fd: number): [number, number] {
   return [out, accepted];
 }
 
+/**
+ * Opens the two connections of a pipe: the client's socket and its proxy
+ * side, then the proxy's socket towards the target and the target's side.
+ */
+function openPipeSockets() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const listenerFd = findListenerFd(listener);
+  assert.ok(listenerFd !== undefined, "no descriptor for the listener");
+  const [clientPeer, clientFd] = tcpPair(listener, listenerFd);
+  const [targetFd, targetPeer] = tcpPair(listener, listenerFd);
+  return { listener, clientPeer, clientFd, targetFd, targetPeer };
+}
+
 function sendText(fd: number, text: string): void {
   const bytes = encoder.encode(text);
   assert.equal(net().send(fd, bytes, bytes.length, MSG_NOSIGNAL), bytes.length);
@@ -68,11 +81,8 @@ async function readAll(fd: number): Promise<string> {
 
 Deno.test("Pipe delivers a held reply after a target reset", async () => {
   const symbols = net();
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const listenerFd = findListenerFd(listener);
-  assert.ok(listenerFd !== undefined, "no descriptor for the listener");
-  const [clientPeer, clientFd] = tcpPair(listener, listenerFd);
-  const [targetFd, targetPeer] = tcpPair(listener, listenerFd);
+  const { listener, clientPeer, clientFd, targetFd, targetPeer } =
+    openPipeSockets();
   const trigger = symbols.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   const loop = new EventLoop();
   try {
@@ -114,11 +124,8 @@ Deno.test("Pipe delivers a held reply after a target reset", async () => {
 
 Deno.test("Pipe counts a filling receive queue as activity", async () => {
   const symbols = net();
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const listenerFd = findListenerFd(listener);
-  assert.ok(listenerFd !== undefined, "no descriptor for the listener");
-  const [clientPeer, clientFd] = tcpPair(listener, listenerFd);
-  const [targetFd, targetPeer] = tcpPair(listener, listenerFd);
+  const { listener, clientPeer, clientFd, targetFd, targetPeer } =
+    openPipeSockets();
   // The loop never runs, so the pipe reads nothing: bytes the client sends
   // stay in the receive queue, as when the target side is full.
   const loop = new EventLoop();
