@@ -122,7 +122,7 @@ async function main(args: string[]): Promise<number> {
   }
   if (path !== undefined && values.config !== undefined) {
     return usageError(
-      `Two config files given, "${values.config}" and "${path}": give one`,
+      `Two config files given, "${values.config}" and "${path}": pass only one`,
     );
   }
   const configPath = path ?? values.config ?? "./config.json";

@@ -29,7 +29,7 @@ export async function warnOfPinnedSteering(config: Config): Promise<void> {
   const pinned = await readPinnedPorts(path);
   if (pinned === undefined) {
     log.warning(
-      'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}): connections to its steered ports go to that run\'s socket, or are refused when it has none, and never reach these listeners; run "anyport bpf detach" unless a BPF-mode proxy should serve them',
+      'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}): connections to its steered ports go to that run\'s socket, or are refused when it has none, and never reach these listeners. Run "anyport bpf detach" unless a BPF-mode proxy should serve them',
       { path },
     );
     return;
@@ -49,7 +49,7 @@ export async function warnOfPinnedSteering(config: Config): Promise<void> {
   );
   if (configuredSteered.length === 0) {
     log.warning(
-      'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}) on {count}, none of them in this config: connections to them {fate}; run "anyport bpf detach" unless a BPF-mode proxy should serve them',
+      'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}) on {count}, none of them in this config: connections to them {fate}. Run "anyport bpf detach" unless a BPF-mode proxy should serve them',
       { path, count: counted(pinned.ports.size, "port"), fate },
     );
     return;
@@ -61,7 +61,7 @@ export async function warnOfPinnedSteering(config: Config): Promise<void> {
       ? ` and ${ranges.length - RANGES_SHOWN} more ranges`
       : "");
   log.warning(
-    'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}) and takes {count} of this config ({ports}): connections to them {fate} instead of reaching these listeners; run "anyport bpf detach" unless a BPF-mode proxy should serve them',
+    'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}) and takes {count} of this config ({ports}): connections to them {fate} instead of reaching these listeners. Run "anyport bpf detach" unless a BPF-mode proxy should serve them',
     {
       path,
       count: counted(configuredSteered.length, "port"),

@@ -321,7 +321,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     try {
       listeners = readLocalListeners();
     } catch (error) {
-      logger.debug("Cannot list local listeners: {error}", { error });
+      logger.debug("Listing local listeners failed: {error}", { error });
       return;
     }
     const shadowed = listeners.filter((listener) =>
@@ -338,7 +338,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       formatHostPort(formatAddress(listener.address), listener.port)
     );
     logger.warn(
-      "Other sockets listen on steered ports: {listeners}; steering takes their connections, so remove those ports from the config or move the other services",
+      "Other sockets listen on steered ports ({listeners}). Steering takes their connections, so remove those ports from the config or move the other services",
       {
         listeners: labels.slice(0, 5).join(", ") +
           (labels.length > 5 ? ` and ${labels.length - 5} more` : ""),

@@ -30,8 +30,8 @@ const SRC_OFFSET = 8;
 /**
  * Lists the listening TCP sockets of this network namespace through a
  * `sock_diag` netlink dump, as `ss -tl` does. The kernel filters by state,
- * so the cost does not grow with the number of connections, unlike reading
- * `/proc/net/tcp` (about 175 ms and 20 MiB with 130,000 TIME_WAIT sockets).
+ * so the cost does not grow with the number of connections: 6 ms with
+ * 113,636 TIME_WAIT sockets, where reading `/proc/net/tcp` took 106 ms.
  *
  * @throws {OsError} when the netlink socket cannot be opened or read
  */
@@ -76,7 +76,8 @@ function dump(fd: number, family: number): LocalListener[] {
       if (type === NLMSG_DONE) return listeners;
       if (type === NLMSG_ERROR) {
         const errno = -reply.getInt32(offset + NLMSG_HEADER_SIZE, true);
-        // A kernel without IPv6 has no table to dump.
+        // NOTE: taken to mean a kernel without IPv6, so nothing to list.
+        // Not tested on such a kernel.
         if (family === AF_INET6) return listeners;
         throw new OsError("sock_diag dump", errno);
       }

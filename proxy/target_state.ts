@@ -61,7 +61,7 @@ export class TargetState {
   /**
    * Ends a connect that failed for reasons of the proxy, not the target.
    * Only the probe, which began after the latest back-off, clears `probing`:
-   * an older connect that ends while a probe is in flight leaves it be.
+   * an older connect that ends while a probe is in flight leaves it set.
    */
   cancelConnect(mark: number): void {
     if (mark === this.#backoffs) this.probing = false;

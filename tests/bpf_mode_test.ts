@@ -250,7 +250,7 @@ Deno.test({
     assert.match(
       proxy.stderr,
       new RegExp(
-        `Other sockets listen on steered ports: 127\\.0\\.0\\.1:${port};`,
+        `Other sockets listen on steered ports \\(127\\.0\\.0\\.1:${port}\\)\\. `,
       ),
     );
     // The kernel steers before it looks for a listener.
