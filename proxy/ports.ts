@@ -36,7 +36,7 @@ export function parsePortSpec(value: unknown): PortRange | string {
   return { first, last };
 }
 
-/** Explains what to write instead of one port given as a string of digits. */
+/** Returns the message for one port given as a string of digits, with the fix. */
 function quotedPort(value: string): string {
   const port = Number(value);
   if (!isPort(port)) {
