@@ -7,7 +7,10 @@
  */
 
 import { MSG_NOSIGNAL, net } from "../ffi/net.ts";
-import { detachSteering } from "./pinned_state.ts";
+import { closeFd } from "../ffi/libc.ts";
+import { objGet } from "../ffi/bpf_fd.ts";
+import type { MapName } from "./layout.ts";
+import { detachSteering, statePath } from "./pinned_state.ts";
 
 /**
  * Options for tests that load BPF programs: they are skipped unless the
@@ -160,4 +163,23 @@ export async function requestUntil(
   };
   await Promise.all(Array.from({ length: parallel }, client));
   return { count, failures };
+}
+
+/**
+ * Makes the pinned map `name` of the steering state under `pinRoot`
+ * read-only for system calls, for good (`BPF_MAP_FREEZE`), so that the next
+ * write to it fails with `EPERM`. Only for a test's own pin root.
+ */
+export function freezeMap(pinRoot: string, name: MapName): void {
+  const library = Deno.dlopen("libbpf.so.1", {
+    bpf_map_freeze: { parameters: ["i32"], result: "i32" },
+  });
+  const fd = objGet(`${statePath(pinRoot)}/${name}`);
+  try {
+    const result = library.symbols.bpf_map_freeze(fd);
+    if (result < 0) throw new Error(`bpf_map_freeze failed: ${result}`);
+  } finally {
+    closeFd(fd);
+    library.close();
+  }
 }

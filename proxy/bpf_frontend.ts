@@ -25,6 +25,7 @@ import {
   type PinnedState,
 } from "../ebpf/pinned_state.ts";
 import type { Counters } from "../ebpf/steering_maps.ts";
+import { MAX_PREFIXES } from "../ebpf/layout.ts";
 import { getSockOptInt, SO_COOKIE, SOL_SOCKET } from "../ffi/libc.ts";
 import { findListenerFd } from "../ffi/socket_fd.ts";
 
@@ -59,9 +60,10 @@ const logger = getLogger(["anyport", "bpf"]);
 /** Options of {@linkcode BpfFrontend.open}. */
 export interface BpfFrontendOptions {
   /**
-   * Destination prefixes to steer. Connections to configured ports on other
-   * local addresses are left to the kernel's usual socket lookup. An empty
-   * list steers nothing.
+   * Destination prefixes to steer from the first
+   * {@linkcode BpfFrontend.apply}, unless it names others. Connections to
+   * configured ports on other local addresses are left to the kernel's usual
+   * socket lookup. An empty list steers nothing.
    */
   prefixes: readonly Prefix[];
   /** Called for every steered connection with its destination port. */
@@ -96,7 +98,10 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   readonly #fd: number;
   readonly #cookie: bigint;
   readonly #onConn: ConnHandler;
+  /** Steered prefixes, or those requested at open before the first update. */
   #prefixes: readonly Prefix[] = [];
+  /** Prefixes as last logged, joined. */
+  #loggedPrefixes: string | undefined;
   /** Ports in the ports map, as this process last wrote or read them. */
   #ports: Set<number>;
   #socketInserted = false;
@@ -137,7 +142,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     try {
       listener = listen();
       const frontend = new BpfFrontend(state, listener, options.onConn);
-      frontend.setPrefixes(options.prefixes);
+      frontend.#prefixes = [...options.prefixes];
       let loop = options.loop;
       if (loop === undefined) {
         loop = frontend.#ownLoop = new EventLoop();
@@ -164,57 +169,28 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   }
 
   /**
-   * Steers `ports` to this socket and stops steering the others. New ports
-   * are added before old ones are removed, so a port in both sets never
-   * refuses a connection. The first call also puts this socket into the
-   * sockmap, taking the steered ports over from an earlier process.
+   * Steers `ports` on the addresses in `prefixes` to this socket and stops
+   * steering the rest, as one update: when a map write fails, the ports and
+   * prefixes steered before are written back. New ports and prefixes are
+   * added before old ones are removed, so one in both sets never refuses a
+   * connection. The first call also puts this socket into the sockmap,
+   * taking the steered ports over from an earlier process.
    *
-   * @throws {Error} when the ports map cannot be updated; ports added by the
-   * failed call are removed again
+   * @param prefixes destination prefixes. The default is those in force, or
+   * before the first call, those given to {@linkcode BpfFrontend.open}.
+   * @throws {Error} when a map cannot be updated, such as a full prefix map
+   * or a closed frontend
    */
-  apply(ports: readonly PortRange[]): Promise<void> {
+  apply(
+    ports: readonly PortRange[],
+    prefixes: readonly Prefix[] = this.#prefixes,
+  ): Promise<void> {
     try {
-      this.#applyPorts(expandRanges(ports));
+      this.#update(expandRanges(ports), prefixes);
       return Promise.resolve();
     } catch (error) {
       return Promise.reject(error);
     }
-  }
-
-  /**
-   * Replaces the steered destination prefixes, adding new ones before
-   * removing old ones.
-   *
-   * @throws {Error} when a prefix map is full (4096 per family) or closed
-   */
-  setPrefixes(prefixes: readonly Prefix[]): void {
-    this.#checkOpen("set prefixes");
-    if (this.#socketInserted && this.#isReplaced()) {
-      // As for ports: the maps describe the newer process's config now.
-      this.#prefixes = [...prefixes];
-      return;
-    }
-    this.#writePrefixes(prefixes);
-  }
-
-  #writePrefixes(prefixes: readonly Prefix[]): void {
-    const requested = new Set(prefixes.map(formatPrefix));
-    const current = this.#state.maps.readPrefixes();
-    const unchanged = current.length === requested.size &&
-      current.every((prefix) => requested.has(formatPrefix(prefix)));
-    for (const prefix of prefixes) this.#state.maps.addPrefix(prefix);
-    for (const prefix of current) {
-      if (!requested.has(formatPrefix(prefix))) {
-        this.#state.maps.removePrefix(prefix);
-      }
-    }
-    // Logged at start, and on reloads only when they change.
-    const first = this.#prefixes.length === 0;
-    this.#prefixes = [...prefixes];
-    if (unchanged && !first) return;
-    logger.info("Steered prefixes: {prefixes}", {
-      prefixes: [...requested].join(", "),
-    });
   }
 
   /** Reads the program's counters, summed over all CPUs. */
@@ -261,38 +237,44 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     await this.close();
   }
 
-  #applyPorts(requested: Set<number>): void {
+  #update(requested: Set<number>, prefixes: readonly Prefix[]): void {
     this.#checkOpen("apply ports");
     if (this.#socketInserted && this.#isReplaced()) {
-      // The ports map belongs to the newer process now; writing this
-      // process's ports would steer them to a proxy without those apps.
+      // The maps belong to the newer process now; writing this process's
+      // ports would steer them to a proxy without those apps.
       logger.warn(
         "Steering not changed: a newer anyport process owns it; this process only drains",
       );
       this.#ports = requested;
+      this.#prefixes = [...prefixes];
       return;
     }
-    const added = [...requested].filter((port) => !this.#ports.has(port));
-    const removed = [...this.#ports].filter((port) => !requested.has(port));
-
-    this.#addPorts(added);
-    this.#warnOfShadowedListeners(
-      this.#socketInserted ? added : [...requested],
-    );
-    if (!this.#socketInserted) {
-      this.#state.maps.setSocket(this.#fd);
-      this.#socketInserted = true;
-      logger.info("Steering to proxy socket {address}", {
-        address: formatHostPort(this.addr.hostname, this.addr.port),
-      });
-      this.#ownershipTimer = setInterval(
-        () => this.#checkOwnership(),
-        OWNERSHIP_CHECK_MS,
+    const before = {
+      ports: this.#ports,
+      prefixes: this.#state.maps.readPrefixes(),
+    };
+    const added = [...requested].filter((port) => !before.ports.has(port));
+    const removed = [...before.ports].filter((port) => !requested.has(port));
+    try {
+      this.#writePrefixes(prefixes, before.prefixes);
+      this.#state.maps.addPorts(added);
+      if (!this.#socketInserted) this.#insertSocket();
+      this.#state.maps.removePorts(removed);
+    } catch (error) {
+      this.#restore(before.ports, before.prefixes);
+      throw new Error(
+        `BPF steering update failed, so the earlier ports and prefixes stay steered: ${
+          (error as Error).message
+        }`,
+        { cause: error },
       );
-      Deno.unrefTimer(this.#ownershipTimer as unknown as number);
     }
-    this.#state.maps.removePorts(removed);
     this.#ports = requested;
+    this.#prefixes = [...prefixes];
+    this.#logPrefixes();
+    this.#warnOfShadowedListeners(
+      before.ports.size === 0 ? [...requested] : added,
+    );
 
     if (!this.#isAttached()) {
       logger.warn(
@@ -306,6 +288,73 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       added: added.length,
       removed: removed.length,
     });
+  }
+
+  #insertSocket(): void {
+    this.#state.maps.setSocket(this.#fd);
+    this.#socketInserted = true;
+    logger.info("Steering to proxy socket {address}", {
+      address: formatHostPort(this.addr.hostname, this.addr.port),
+    });
+    this.#ownershipTimer = setInterval(
+      () => this.#checkOwnership(),
+      OWNERSHIP_CHECK_MS,
+    );
+    Deno.unrefTimer(this.#ownershipTimer as unknown as number);
+  }
+
+  /**
+   * Makes the prefix maps hold `prefixes`, given that they hold `current`.
+   * New prefixes go in before stale ones go out, except in a family whose
+   * map has no room for both: there the stale ones go first.
+   */
+  #writePrefixes(prefixes: readonly Prefix[], current: readonly Prefix[]) {
+    const requested = new Map(prefixes.map((p) => [formatPrefix(p), p]));
+    const present = new Set(current.map(formatPrefix));
+    const added = [...requested].filter(([key]) => !present.has(key))
+      .map(([, prefix]) => prefix);
+    const stale = current.filter((p) => !requested.has(formatPrefix(p)));
+    const first: Prefix[] = [];
+    for (const family of [4, 6] as const) {
+      const inFamily = (p: Prefix) => p.family === family;
+      const total = current.filter(inFamily).length +
+        added.filter(inFamily).length;
+      if (total > MAX_PREFIXES) first.push(...stale.filter(inFamily));
+    }
+    for (const prefix of first) this.#state.maps.removePrefix(prefix);
+    for (const prefix of added) this.#state.maps.addPrefix(prefix);
+    for (const prefix of stale) {
+      if (!first.includes(prefix)) this.#state.maps.removePrefix(prefix);
+    }
+  }
+
+  /** Logs the steered prefixes at the first update and when they change. */
+  #logPrefixes(): void {
+    const listed = this.#prefixes.map(formatPrefix).join(", ");
+    if (listed === this.#loggedPrefixes) return;
+    this.#loggedPrefixes = listed;
+    logger.info("Steered prefixes: {prefixes}", { prefixes: listed || "none" });
+  }
+
+  /**
+   * Writes back the ports and prefixes of before a failed update. A failure
+   * here leaves steering between the two configs, which only a restart
+   * repairs, so it is logged as an error.
+   */
+  #restore(ports: ReadonlySet<number>, prefixes: readonly Prefix[]): void {
+    try {
+      const present = this.#state.maps.readPorts();
+      this.#state.maps.addPorts([...ports].filter((p) => !present.has(p)));
+      this.#state.maps.removePorts(
+        [...present].filter((p) => !ports.has(p)),
+      );
+      this.#writePrefixes(prefixes, this.#state.maps.readPrefixes());
+    } catch (error) {
+      logger.error(
+        "Undoing a failed BPF steering update failed: {error}. Steered ports and prefixes may now match neither config, so restart anyport to rewrite them",
+        { error },
+      );
+    }
   }
 
   /**
@@ -389,7 +438,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
         this.#state.maps.removePorts(
           [...present].filter((p) => !this.#ports.has(p)),
         );
-        this.#writePrefixes(this.#prefixes);
+        this.#writePrefixes(this.#prefixes, this.#state.maps.readPrefixes());
         this.#replaced = false;
         logger.warn(
           "Took steering back: the newer anyport process that owned it is gone",
@@ -441,20 +490,6 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     const address = local.plainAddress;
     return this.#ports.has(local.port) &&
       this.#prefixes.some((prefix) => prefixContains(prefix, address));
-  }
-
-  #addPorts(ports: number[]): void {
-    try {
-      this.#state.maps.addPorts(ports);
-    } catch (error) {
-      // NOTE: no test reaches this rollback: the map takes all 65536 ports.
-      const present = this.#state.maps.readPorts();
-      this.#state.maps.removePorts(ports.filter((port) => present.has(port)));
-      throw new Error(
-        `Cannot steer ${ports.length} more ports: ${(error as Error).message}`,
-        { cause: error },
-      );
-    }
   }
 
   async #drain(): Promise<void> {

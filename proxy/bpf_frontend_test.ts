@@ -4,6 +4,7 @@ import type { PortRange } from "./frontend.ts";
 import { parsePrefix, type Prefix } from "./prefix.ts";
 import { openPinnedState, statePath } from "../ebpf/pinned_state.ts";
 import {
+  freezeMap,
   NEEDS_ROOT,
   reply,
   request,
@@ -99,7 +100,7 @@ Deno.test("BpfFrontend steers IPv6 connections", NEEDS_ROOT, async () => {
 });
 
 Deno.test(
-  "BpfFrontend.setPrefixes() changes the steered addresses",
+  "BpfFrontend.apply() changes the steered addresses",
   NEEDS_ROOT,
   async () => {
     using root = new TestPinRoot();
@@ -107,14 +108,71 @@ Deno.test(
     await server.frontend.apply([{ first: 30300, last: 30300 }]);
     assert.deepEqual(await request("127.0.0.2", 30300), "ConnectionRefused");
 
-    server.frontend.setPrefixes([parsePrefix("127.0.0.0/30")]);
+    const port = [{ first: 30300, last: 30300 }];
+    await server.frontend.apply(port, [parsePrefix("127.0.0.0/30")]);
     assert.deepEqual(await request("127.0.0.1", 30300), "30300");
     assert.deepEqual(await request("127.0.0.2", 30300), "30300");
     assert.deepEqual(await request("127.0.0.4", 30300), "ConnectionRefused");
 
-    server.frontend.setPrefixes([parsePrefix("127.0.0.2/32")]);
+    await server.frontend.apply(port, [parsePrefix("127.0.0.2/32")]);
     assert.deepEqual(await request("127.0.0.1", 30300), "ConnectionRefused");
     assert.deepEqual(await request("127.0.0.2", 30300), "30300");
+  },
+);
+
+Deno.test(
+  "BpfFrontend.apply() undoes a failed write",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using server = new TestServer(root.path, LOCALHOST_V4);
+    const before = [{ first: 30310, last: 30310 }];
+    await server.frontend.apply(before);
+    freezeMap(root.path, "ports");
+
+    let message = "";
+    await server.frontend.apply(
+      [{ first: 30310, last: 30311 }],
+      [parsePrefix("127.0.0.0/30")],
+    ).catch((error) => message = error.message);
+
+    assert.match(
+      message,
+      /^BPF steering update failed, so the earlier ports and prefixes stay steered: add 1 steered ports: /,
+    );
+    using state = openPinnedState(statePath(root.path));
+    assert.deepEqual(state?.maps.readPrefixes(), LOCALHOST_V4);
+    assert.deepEqual(await request("127.0.0.1", 30310), "30310");
+    assert.deepEqual(await request("127.0.0.2", 30310), "ConnectionRefused");
+    assert.deepEqual(await request("127.0.0.1", 30311), "ConnectionRefused");
+  },
+);
+
+Deno.test(
+  "BpfFrontend.apply() replaces 4,000 prefixes with 4,000 others",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    // Both lists fit the map (4,096 per family), but not together.
+    const first = [
+      parsePrefix("127.0.0.2/32"),
+      ...range(1, 3999).map((i) => parsePrefix(`10.${i >> 8}.${i & 255}.0/24`)),
+    ];
+    const second = [
+      parsePrefix("127.0.0.1/32"),
+      ...range(1, 3999).map((i) => parsePrefix(`10.${i >> 8}.${i & 255}.1/32`)),
+    ];
+    await using server = new TestServer(root.path, first);
+    const port = [{ first: 30320, last: 30320 }];
+    await server.frontend.apply(port);
+    assert.deepEqual(await request("127.0.0.2", 30320), "30320");
+
+    await server.frontend.apply(port, second);
+
+    using state = openPinnedState(statePath(root.path));
+    assert.deepEqual(state?.maps.readPrefixes().length, 4000);
+    assert.deepEqual(await request("127.0.0.1", 30320), "30320");
+    assert.deepEqual(await request("127.0.0.2", 30320), "ConnectionRefused");
   },
 );
 

@@ -32,18 +32,17 @@ export interface Frontend {
   /**
    * Starts accepting on `ports` and stops accepting on ports that are no
    * longer listed. Called once at start and again on every reload.
-   * Ports that stay listed keep accepting without interruption.
+   * Ports that stay listed keep accepting without interruption. Frontends
+   * that steer by destination address (BPF mode) steer `prefixes`, and the
+   * others ignore them.
    *
-   * @throws {Error} when a port cannot be opened; ports opened by the
-   * failed call are closed again, and the previous set keeps working.
+   * @throws {Error} when a port cannot be opened or steered. What the
+   * failed call changed is undone, and the previous set keeps working.
    */
-  apply(ports: readonly PortRange[]): Promise<void>;
-
-  /**
-   * Replaces the destination prefixes that are steered, in frontends that
-   * steer by address (BPF mode). Others do not implement it.
-   */
-  setPrefixes?(prefixes: readonly Prefix[]): Promise<void> | void;
+  apply(
+    ports: readonly PortRange[],
+    prefixes: readonly Prefix[],
+  ): Promise<void>;
 
   /** Stops accepting everywhere. Established connections are not touched. */
   close(): Promise<void>;

@@ -72,7 +72,10 @@ export class Proxy {
     try {
       frontend = await createFrontend(config, proxy.#loop, proxy.#onConn);
       proxy.#frontend = frontend;
-      await frontend.apply(proxy.#router.ranges());
+      await frontend.apply(
+        proxy.#router.ranges(),
+        config.settings.steerPrefixes,
+      );
     } catch (error) {
       await frontend?.close();
       await proxy.#loop.stop();
@@ -126,8 +129,10 @@ export class Proxy {
     this.#apps = buildApps(config, previous.apps);
     this.#router = new Router(this.#apps.values());
     try {
-      await this.#frontend?.apply(this.#router.ranges());
-      await this.#frontend?.setPrefixes?.(config.settings.steerPrefixes);
+      await this.#frontend?.apply(
+        this.#router.ranges(),
+        config.settings.steerPrefixes,
+      );
     } catch (error) {
       this.#config = previous.config;
       this.#apps = previous.apps;
