@@ -206,6 +206,39 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "anyport in BPF mode logs changed prefixes",
+  async fn() {
+    requireTestNamespace();
+    await using a = nameServer("a");
+    await using b = nameServer("b");
+    const config = bpfConfig(a.target, b.target);
+    const path = await writeConfigFile(config);
+    await using proxy = startBpfProxy(path);
+    await proxy.waitForLog(/Started in bpf mode/);
+    const logged = () => proxy.stderr.match(/Steered prefixes: .*/g) ?? [];
+    assert.deepEqual(logged().length, 1, proxy.stderr);
+
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({ ...config, ConnectTimeoutMs: 600 }),
+    );
+    proxy.child.kill("SIGHUP");
+    await proxy.waitForLog(/Reloaded/);
+    assert.deepEqual(logged().length, 1, proxy.stderr);
+
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({ ...config, SteerPrefixes: ["127.0.0.1/32"] }),
+    );
+    proxy.child.kill("SIGHUP");
+    await waitFor(() => logged().length === 2, 5_000, "a second prefix line");
+    assert.match(logged()[1]!, /Steered prefixes: "?127\.0\.0\.1\/32"?$/);
+    assert.equal(await proxy.stop("SIGTERM"), 0);
+    await detachAll();
+  },
+});
+
 /** Reads the prefixes in the pinned maps with `anyport bpf status --json`. */
 async function steeredPrefixes(): Promise<string[]> {
   const { code, stdout } = await new Deno.Command(Deno.execPath(), {
