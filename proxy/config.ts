@@ -12,7 +12,7 @@ import {
   SETTING_KEYS,
   type Settings,
 } from "./settings.ts";
-import { parseAddress } from "./prefix.ts";
+import { reachesProxy } from "./loop_check.ts";
 import { parseTarget, type TargetAddress } from "./target.ts";
 
 /** One customer app: the ports it owns and the targets that serve it. */
@@ -269,20 +269,19 @@ function checkLoops(
   settings: Settings,
   problems: ConfigProblem[],
 ) {
-  const listen = settings.listenAddress;
-  const servesLoopback = settings.mode === "bpf" ||
-    listen === "::" || listen === "0.0.0.0" || isLoopback(listen);
-  if (!servesLoopback || !Array.isArray(rawApps)) return;
+  if (!Array.isArray(rawApps)) return;
   for (const [appIndex, item] of rawApps.entries()) {
     // Items that are not app objects were reported by readApp.
     if (!isObject(item) || !Array.isArray(item.Targets)) continue;
     for (const [i, text] of item.Targets.entries()) {
       const target = parseTarget(text);
-      if (typeof target === "string" || !isLoopback(target.hostname)) continue;
+      if (typeof target === "string") continue;
       const owner = apps.find((other) =>
         other.ports.some((r) => target.port >= r.first && target.port <= r.last)
       );
-      if (owner === undefined) continue;
+      if (owner === undefined || !reachesProxy(target.hostname, settings)) {
+        continue;
+      }
       problems.push({
         path: `Apps[${appIndex}].Targets[${i}]`,
         message:
@@ -290,28 +289,6 @@ function checkLoops(
       });
     }
   }
-}
-
-/**
- * Returns whether connecting to `host` reaches this machine's loopback:
- * `localhost` and names under it in any case (RFC 6761), 127.0.0.0/8 (also
- * v4-mapped, `::ffff:127.0.0.1`), `::1`, and the unspecified addresses
- * `0.0.0.0` and `::`, which Linux connects to the local host.
- */
-function isLoopback(host: string): boolean {
-  const name = host.toLowerCase().replace(/\.$/, "");
-  if (name === "localhost" || name.endsWith(".localhost")) return true;
-  const bytes = parseAddress(host);
-  if (bytes === undefined) return false;
-  const v4 = bytes.length === 4
-    ? bytes
-    : bytes.slice(0, 10).every((b) => b === 0) && bytes[10] === 0xff &&
-        bytes[11] === 0xff
-    ? bytes.slice(12)
-    : undefined;
-  if (v4 !== undefined) return v4[0] === 127 || v4.every((b) => b === 0);
-  return bytes.slice(0, 15).every((b) => b === 0) &&
-    (bytes[15] === 1 || bytes[15] === 0);
 }
 
 /** Reports a target listed twice in one app, which would double its share. */

@@ -6,7 +6,7 @@ import {
   formatProblem,
 } from "./config_error.ts";
 import { formatPrefix } from "./prefix.ts";
-import { DEFAULT_SETTINGS } from "./settings.ts";
+import { DEFAULT_SETTINGS, type FrontendMode } from "./settings.ts";
 
 const VALID_APP = { Name: "web", Ports: [8080], Targets: ["127.0.0.1:9000"] };
 
@@ -26,9 +26,12 @@ function withApp(fields: Record<string, unknown>): string {
 }
 
 /** Returns the problems of a config that `parseConfig()` must reject. */
-function problemsOf(text: string): readonly ConfigProblem[] {
+function problemsOf(
+  text: string,
+  mode?: FrontendMode,
+): readonly ConfigProblem[] {
   try {
-    parseConfig(text);
+    parseConfig(text, "config", mode);
   } catch (error) {
     if (error instanceof ConfigError) return error.problems;
     throw error;
@@ -216,6 +219,27 @@ Deno.test("parseConfig() accepts a loopback target when listening elsewhere", ()
   }));
 
   assert.equal(config.apps[0]!.targets[0]!.port, 8900);
+});
+
+Deno.test("parseConfig() accepts a loopback target outside the steered prefixes", () => {
+  const config = parseConfig(JSON.stringify({
+    Mode: "bpf",
+    SteerPrefixes: ["10.0.0.0/8"],
+    Apps: [{ Name: "web", Ports: [8900], Targets: ["127.0.0.1:8900"] }],
+  }));
+
+  assert.equal(config.apps[0]!.targets[0]!.port, 8900);
+});
+
+Deno.test("parseConfig() checks loops in the mode that --mode sets", () => {
+  const text = JSON.stringify({
+    ListenAddress: "192.0.2.10",
+    Apps: [{ Name: "web", Ports: [8900], Targets: ["127.0.0.1:8900"] }],
+  });
+  const problems = problemsOf(text, "bpf");
+
+  assert.equal(problems.length, 1);
+  assert.match(problems[0]!.message, /loop back into the proxy/);
 });
 
 Deno.test("parseConfig() rejects a root that is not an object", async (t) => {
