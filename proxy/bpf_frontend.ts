@@ -249,6 +249,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       this.#prefixes = [...prefixes];
       return;
     }
+    const first = !this.#socketInserted;
     const before = {
       ports: this.#ports,
       prefixes: this.#state.maps.readPrefixes(),
@@ -258,7 +259,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     try {
       this.#writePrefixes(prefixes, before.prefixes);
       this.#state.maps.addPorts(added);
-      if (!this.#socketInserted) this.#insertSocket();
+      if (first) this.#insertSocket();
       this.#state.maps.removePorts(removed);
     } catch (error) {
       this.#restore(before.ports, before.prefixes);
@@ -272,9 +273,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     this.#ports = requested;
     this.#prefixes = [...prefixes];
     this.#logPrefixes();
-    this.#warnOfShadowedListeners(
-      before.ports.size === 0 ? [...requested] : added,
-    );
+    this.#warnOfShadowedListeners(first ? [...requested] : added);
 
     if (!this.#isAttached()) {
       logger.warn(
