@@ -67,18 +67,22 @@ export async function runProxy(options: RunOptions): Promise<number> {
   }
   started.resolve(proxy);
   const ports = countConfigPorts(config);
-  log.info("Started in {mode} mode: {appCount} on {portCount}", {
-    mode: config.settings.mode,
-    appCount: counted(config.apps.length, "app"),
-    portCount: counted(ports, "port"),
-    apps: config.apps.length,
-    ports,
-    appPorts: Object.fromEntries(
-      config.apps.map((
-        app,
-      ) => [app.name, app.ports.map(formatRange).join(",")]),
-    ),
-  });
+  log.info(
+    "Started in {mode} mode: {appCount} on {portCount}, up to {maxConnections} connections at once",
+    {
+      mode: config.settings.mode,
+      maxConnections: proxy.maxConnections,
+      appCount: counted(config.apps.length, "app"),
+      portCount: counted(ports, "port"),
+      apps: config.apps.length,
+      ports,
+      appPorts: Object.fromEntries(
+        config.apps.map((
+          app,
+        ) => [app.name, app.ports.map(formatRange).join(",")]),
+      ),
+    },
+  );
 
   // Counts of repeated errors that no later line reported, such as the end
   // of a burst, are logged at most one window late.

@@ -77,7 +77,10 @@ export class Acceptor {
   readonly #onAccept: AcceptHandler;
   readonly #log: Logger;
   readonly #label: string;
-  #pause: ReturnType<typeof setTimeout> | undefined;
+  /** Timer that ends the pause after a resource error. */
+  #resourcePause: ReturnType<typeof setTimeout> | undefined;
+  /** Whether {@linkcode pause} stopped accepting. */
+  #paused = false;
   #closed = false;
 
   /**
@@ -118,8 +121,27 @@ export class Acceptor {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    clearTimeout(this.#pause);
+    clearTimeout(this.#resourcePause);
     this.#loop.unwatch(this.#fd);
+  }
+
+  /**
+   * Stops accepting until {@linkcode resume}. The listener stays open, and
+   * the kernel keeps new connections in its backlog meanwhile.
+   */
+  pause(): void {
+    if (this.#closed || this.#paused) return;
+    this.#paused = true;
+    this.#loop.unwatch(this.#fd);
+  }
+
+  /** Accepts again after {@linkcode pause}. */
+  resume(): void {
+    if (this.#closed || !this.#paused) return;
+    this.#paused = false;
+    if (this.#resourcePause === undefined) {
+      this.#loop.watchListener(this.#fd, this.#onReady);
+    }
   }
 
   #onReady = (): void => {
@@ -140,6 +162,8 @@ export class Acceptor {
         return;
       }
       this.#onAccept(fd, decodeSockAddr(address));
+      // The handler may have paused accepting, at a connection limit.
+      if (this.#paused || this.#closed) return;
     }
   };
 
@@ -154,9 +178,11 @@ export class Acceptor {
     if (!isResourceErrno(code)) return;
     // Level-triggered, the listener would be reported again at once.
     this.#loop.unwatch(this.#fd);
-    this.#pause = setTimeout(() => {
-      this.#pause = undefined;
-      if (!this.#closed) this.#loop.watchListener(this.#fd, this.#onReady);
+    this.#resourcePause = setTimeout(() => {
+      this.#resourcePause = undefined;
+      if (!this.#closed && !this.#paused) {
+        this.#loop.watchListener(this.#fd, this.#onReady);
+      }
     }, RESOURCE_PAUSE_MS);
   }
 }

@@ -193,6 +193,16 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     }
   }
 
+  readonly socketCount = 1;
+
+  pause(): void {
+    this.#acceptor?.pause();
+  }
+
+  resume(): void {
+    this.#acceptor?.resume();
+  }
+
   /** Reads the program's counters, summed over all CPUs. */
   counters(): Counters {
     this.#checkOpen("read counters");

@@ -177,6 +177,25 @@ Deno.test(
 );
 
 Deno.test(
+  "BpfFrontend.pause() holds connections until resume()",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using server = new TestServer(root.path, LOCALHOST_V4);
+    await server.frontend.apply([{ first: 30330, last: 30330 }]);
+    server.frontend.pause();
+
+    const reply = request("127.0.0.1", 30330);
+    await delay(200);
+    assert.deepEqual(server.ports, []);
+
+    server.frontend.resume();
+    assert.deepEqual(await reply, "30330");
+    assert.deepEqual(server.ports, [30330]);
+  },
+);
+
+Deno.test(
   "BpfFrontend.apply() keeps kept ports open during reloads",
   NEEDS_ROOT,
   async () => {

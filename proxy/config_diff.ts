@@ -75,6 +75,7 @@ const SETTING_NAMES: Record<keyof Settings, string> = {
   mode: "Mode",
   steerPrefixes: "SteerPrefixes",
   sourcePorts: "SourcePorts",
+  maxConnections: "MaxConnections",
 };
 
 function describeSettingChanges(before: Settings, after: Settings): string[] {
@@ -89,6 +90,7 @@ function describeSettingChanges(before: Settings, after: Settings): string[] {
 }
 
 function formatSetting(value: Settings[keyof Settings]): string {
+  if (value === undefined) return "default";
   return Array.isArray(value)
     ? value.map(formatPrefix).join(", ")
     : String(value);

@@ -770,6 +770,15 @@ Deno.test("parseConfig() accepts literal listen addresses", async (t) => {
   }
 });
 
+Deno.test("parseConfig() reads MaxConnections", () => {
+  assert.equal(
+    parseConfig(withSettings({})).settings.maxConnections,
+    undefined,
+  );
+  const { settings } = parseConfig(withSettings({ MaxConnections: 1 }));
+  assert.equal(settings.maxConnections, 1);
+});
+
 Deno.test("parseConfig() accepts durations at their minimum", async (t) => {
   const rows: [string, number, keyof typeof DEFAULT_SETTINGS][] = [
     ["ConnectTimeoutMs", 1, "connectTimeoutMs"],
@@ -822,6 +831,21 @@ Deno.test("parseConfig() rejects an invalid setting", async (t) => {
       { Mode: "ebpf" },
       "Mode",
       '"ebpf" is not valid: use one of "listeners", "bpf"',
+    ],
+    [
+      { MaxConnections: 0 },
+      "MaxConnections",
+      "0 is not a connection count: use an integer from 1 to 1000000, or leave MaxConnections out to derive it from the open-file limit",
+    ],
+    [
+      { MaxConnections: "10k" },
+      "MaxConnections",
+      /^"10k" is not a connection count: /,
+    ],
+    [
+      { MaxConnections: 2.5 },
+      "MaxConnections",
+      /^2\.5 is not a connection count: /,
     ],
     [
       { SourcePorts: "random" },

@@ -44,6 +44,18 @@ export interface Frontend {
     prefixes: readonly Prefix[],
   ): Promise<void>;
 
+  /**
+   * Stops accepting on every socket until {@linkcode resume}, keeping the
+   * sockets open, so the kernel queues new connections in their backlogs.
+   */
+  pause(): void;
+
+  /** Accepts again after {@linkcode pause}. */
+  resume(): void;
+
+  /** Number of listening sockets, which each hold a descriptor. */
+  readonly socketCount: number;
+
   /** Stops accepting everywhere. Established connections are not touched. */
   close(): Promise<void>;
 }

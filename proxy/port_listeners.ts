@@ -23,6 +23,8 @@ export class PortListeners implements Frontend {
   readonly #listeners = new Map<number, Listening>();
   /** Descriptor of the listener opened last, where the next one is sought. */
   #lastFd: number | undefined;
+  /** Whether {@linkcode pause} stopped accepting. New listeners then start paused. */
+  #paused = false;
 
   /**
    * @param hostname address to bind, such as `"::"` for every IPv4 and IPv6
@@ -58,6 +60,20 @@ export class PortListeners implements Frontend {
     await Promise.resolve();
   }
 
+  get socketCount(): number {
+    return this.#listeners.size;
+  }
+
+  pause(): void {
+    this.#paused = true;
+    for (const { acceptor } of this.#listeners.values()) acceptor.pause();
+  }
+
+  resume(): void {
+    this.#paused = false;
+    for (const { acceptor } of this.#listeners.values()) acceptor.resume();
+  }
+
   close(): Promise<void> {
     for (const port of [...this.#listeners.keys()]) this.#closePort(port);
     return Promise.resolve();
@@ -90,6 +106,7 @@ export class PortListeners implements Frontend {
         log,
         `port ${port}`,
       );
+      if (this.#paused) acceptor.pause();
       return { listener, acceptor };
     } catch (error) {
       listener.close();

@@ -11,7 +11,13 @@ import { describeChanges } from "./config_diff.ts";
 import { Session } from "./session.ts";
 import { EventLoop } from "./event_loop.ts";
 import type { ConnHandler } from "./frontend.ts";
-import { closeWithReset, net, receiveQueueBytes } from "../ffi/net.ts";
+import {
+  closeWithReset,
+  descriptorLimit,
+  net,
+  receiveQueueBytes,
+} from "../ffi/net.ts";
+import { ConnectionLimit, defaultMaxConnections } from "./connection_limit.ts";
 import type { SocketAddress } from "./sockaddr.ts";
 import { type LoopedTarget, SelfConnections } from "./self_connect.ts";
 import { parseAddress } from "./prefix.ts";
@@ -40,6 +46,7 @@ export class Proxy {
   #router: Router;
   #frontend: Frontend | undefined;
   readonly #sessions = new Set<Session>();
+  #limit: ConnectionLimit | undefined;
   readonly #resolver = new Resolver();
   readonly #loop: EventLoop;
   #stopping = false;
@@ -81,6 +88,11 @@ export class Proxy {
       await proxy.#loop.stop();
       throw error;
     }
+    proxy.#limit = new ConnectionLimit(
+      proxy.#maxConnections(config, frontend),
+      () => frontend.pause(),
+      () => frontend.resume(),
+    );
     proxy.#startIdleTimer();
     proxy.#resolveTargets();
     return proxy;
@@ -94,6 +106,11 @@ export class Proxy {
   /** Connections accepted and not yet closed. */
   get connections(): number {
     return this.#sessions.size;
+  }
+
+  /** Connections open at once beyond which the proxy stops accepting. */
+  get maxConnections(): number {
+    return this.#limit?.max ?? 0;
   }
 
   /**
@@ -138,6 +155,12 @@ export class Proxy {
       this.#apps = previous.apps;
       this.#router = previous.router;
       throw error;
+    }
+    if (this.#frontend !== undefined) {
+      this.#limit?.setMax(
+        this.#maxConnections(config, this.#frontend),
+        this.#sessions.size,
+      );
     }
     this.#startIdleTimer();
     this.#resolveTargets();
@@ -222,6 +245,7 @@ export class Proxy {
     }
     const session = new Session(this.#loop, client, peer, port, app);
     this.#sessions.add(session);
+    this.#limit?.update(this.#sessions.size);
     // Until the pipe takes the client over, only a reset matters: a client
     // that sent its request and a FIN still gets the reply. Bytes sent before
     // the reset still go to the target, so then the connect goes on.
@@ -247,6 +271,19 @@ export class Proxy {
     );
   };
 
+  /** Forgets a finished session, which may let the listeners accept again. */
+  #end(session: Session): void {
+    session.finish();
+    this.#sessions.delete(session);
+    this.#limit?.update(this.#sessions.size);
+  }
+
+  /** Returns `MaxConnections`, or the default for the open-file limit. */
+  #maxConnections(config: Config, frontend: Frontend): number {
+    return config.settings.maxConnections ??
+      defaultMaxConnections(descriptorLimit(), frontend.socketCount);
+  }
+
   /** Pipes a session to its target, or ends it when there is none. */
   #serve(
     session: Session,
@@ -259,8 +296,7 @@ export class Proxy {
         this.#loop.release(connected.conn.fd);
         closeWithReset(connected.conn.fd);
       }
-      session.finish();
-      this.#sessions.delete(session);
+      this.#end(session);
       this.#logAccess(
         session,
         undefined,
@@ -276,8 +312,7 @@ export class Proxy {
     target.active++;
     const pipe = new Pipe(this.#loop, session.client, conn, (result) => {
       target.active--;
-      session.finish();
-      this.#sessions.delete(session);
+      this.#end(session);
       this.#logAccess(session, target.address.label, result.end, result);
     });
     session.pipe = pipe;

@@ -7,6 +7,7 @@ import {
 import { MAX_PREFIXES } from "../ebpf/layout.ts";
 import type { ConfigProblem } from "./config_error.ts";
 import { SOURCE_PORT_POLICIES, type SourcePortPolicy } from "./source_ports.ts";
+import { MAX_CONNECTIONS } from "./connection_limit.ts";
 
 /** Target selection policy. */
 export type BalancePolicy = "least-connections" | "round-robin" | "random";
@@ -37,6 +38,11 @@ export interface Settings {
    * target address; `"kernel"`: `connect(2)` chooses as usual.
    */
   sourcePorts: SourcePortPolicy;
+  /**
+   * Connections open at once, beyond which listeners stop accepting.
+   * `undefined` derives it from the open-file limit.
+   */
+  maxConnections: number | undefined;
 }
 
 /** Defaults, chosen to match what HAProxy and Envoy users expect. */
@@ -51,6 +57,7 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
   mode: "listeners",
   steerPrefixes: [parsePrefix("127.0.0.0/8"), parsePrefix("::1/128")],
   sourcePorts: "rotate",
+  maxConnections: undefined,
 });
 
 /**
@@ -83,6 +90,7 @@ export const SETTING_KEYS: readonly string[] = [
   "Mode",
   "SteerPrefixes",
   "SourcePorts",
+  "MaxConnections",
   ...Object.keys(DURATIONS),
 ];
 
@@ -139,7 +147,30 @@ export function readSettings(
   );
   readListenAddress(root, problems, settings);
   readSteerPrefixes(root, problems, settings);
+  readMaxConnections(root, problems, settings);
   return settings;
+}
+
+function readMaxConnections(
+  root: Record<string, unknown>,
+  problems: ConfigProblem[],
+  settings: Settings,
+): void {
+  const value = root.MaxConnections;
+  if (value === undefined) return;
+  if (
+    typeof value === "number" && Number.isInteger(value) && value >= 1 &&
+    value <= MAX_CONNECTIONS
+  ) {
+    settings.maxConnections = value;
+    return;
+  }
+  problems.push({
+    path: "MaxConnections",
+    message: `${
+      JSON.stringify(value)
+    } is not a connection count: use an integer from 1 to ${MAX_CONNECTIONS}, or leave MaxConnections out to derive it from the open-file limit`,
+  });
 }
 
 /**

@@ -94,11 +94,36 @@ Deno.test("anyport returns to its descriptor count after 500 connections", async
   assert.equal(closeWait, 0, `${closeWait} sockets of the proxy in CLOSE_WAIT`);
 });
 
+Deno.test("anyport stops accepting at the default connection limit", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  // (128 descriptors - 64 reserved - 1 listener) / 2 per connection
+  await using proxy = new ProxyProcess(path, ["--log-level", "warning"], 128);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  const openConns: Deno.TcpConn[] = [];
+  for (let i = 0; i < 150; i++) openConns.push(await connect(port!));
+  await proxy.waitForLog(/Connection limit reached: 31 connections are open/);
+  await delay(200);
+  for (const conn of openConns) closeQuietly(conn);
+  assert.doesNotMatch(proxy.stderr, /Accept failed|out of resources/);
+  await waitFor(
+    async () => (await roundTrip(port!, "alive").catch(() => "")) === "alive",
+    5_000,
+    "proxy to serve again",
+  );
+});
+
 Deno.test("anyport survives running out of descriptors", async () => {
   await using target = echoServer();
   const [port] = freePorts(1);
   const path = await writeConfigFile({
     ...FAST_SETTINGS,
+    // A limit above what the descriptors allow, so accept(2) runs out.
+    MaxConnections: 1_000,
     Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
   });
   await using proxy = new ProxyProcess(path, ["--log-level", "warning"], 128);

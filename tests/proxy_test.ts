@@ -490,6 +490,33 @@ Deno.test("proxy reload that cannot open a port keeps the old config", async () 
 });
 
 /** FNV-1a over a stream of chunks: pass the previous result as `hash`. */
+Deno.test("proxy holds connections past MaxConnections in the backlog", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  await using proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    MaxConnections: 2,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  const open = [await connect(port!), await connect(port!)];
+  for (const conn of open) {
+    await writeAll(conn, new TextEncoder().encode("held"));
+    assert.equal(await readText(conn, 4), "held");
+  }
+  assert.equal(proxy.proxy.connections, 2);
+
+  // The kernel completes the handshake, but the proxy does not accept.
+  let thirdDone = false;
+  const third = roundTrip(port!, "third").finally(() => thirdDone = true);
+  await delay(300);
+  assert.equal(thirdDone, false);
+  assert.equal(proxy.proxy.connections, 2);
+
+  closeQuietly(open[0]!);
+  assert.equal(await third, "third");
+  closeQuietly(open[1]!);
+});
+
 Deno.test("proxy keeps accepting after clients reset before accept", async () => {
   await using target = echoServer();
   const [port] = freePorts(1);
@@ -825,3 +852,15 @@ Deno.test("proxy reload names every setting that needs a restart", async () => {
     Apps: [app],
   });
 });
+
+/** Reads exactly `length` bytes from `conn` and decodes them. */
+async function readText(conn: Deno.Conn, length: number): Promise<string> {
+  const buffer = new Uint8Array(length);
+  let filled = 0;
+  while (filled < length) {
+    const n = await conn.read(buffer.subarray(filled));
+    if (n === null) break;
+    filled += n;
+  }
+  return new TextDecoder().decode(buffer.subarray(0, filled));
+}

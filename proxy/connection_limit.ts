@@ -1,0 +1,95 @@
+import { getLogger } from "@logtape/logtape";
+import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
+
+const log = getLogger(["anyport"]);
+const limiter = new LogRateLimiter();
+
+/**
+ * Descriptors kept out of the default limit for the runtime (about 30 at
+ * start), DNS lookups, config reads and listeners that a reload opens.
+ */
+export const RESERVED_DESCRIPTORS = 64;
+
+/** Largest value of `MaxConnections`. */
+export const MAX_CONNECTIONS = 1_000_000;
+
+/**
+ * Returns the default connection limit. Each proxied connection uses two
+ * descriptors, so the limit is half of those left after the listening
+ * sockets and {@linkcode RESERVED_DESCRIPTORS}, and at least 1.
+ */
+export function defaultMaxConnections(
+  descriptorLimit: number,
+  listeningSockets: number,
+): number {
+  const free = descriptorLimit - RESERVED_DESCRIPTORS - listeningSockets;
+  return Math.max(1, Math.floor(free / 2));
+}
+
+/**
+ * Number of connections that must close below the limit before accepting
+ * resumes. In listeners mode each pause and resume costs one system call
+ * per port, so a proxy at its limit does not pay that per connection.
+ */
+function resumeMargin(max: number): number {
+  return Math.max(1, Math.floor(max / 100));
+}
+
+/**
+ * Accept switch that stops accepting while the maximum of connections is
+ * open, as HAProxy's `maxconn` does. New connections then wait in the kernel's
+ * listen backlog instead of failing with `EMFILE` after the accept.
+ */
+export class ConnectionLimit {
+  readonly #pause: () => void;
+  readonly #resume: () => void;
+  #max: number;
+  #paused = false;
+
+  /**
+   * @param pause stops every listener from accepting
+   * @param resume lets them accept again
+   */
+  constructor(max: number, pause: () => void, resume: () => void) {
+    this.#max = max;
+    this.#pause = pause;
+    this.#resume = resume;
+  }
+
+  /** The connection limit in force. */
+  get max(): number {
+    return this.#max;
+  }
+
+  /** Whether the listeners are paused. */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /** Sets a new limit, on reload, and applies it to `open` connections. */
+  setMax(max: number, open: number): void {
+    this.#max = max;
+    this.update(open);
+  }
+
+  /** Pauses or resumes accepting for `open` connections. */
+  update(open: number): void {
+    if (!this.#paused && open >= this.#max) {
+      this.#paused = true;
+      this.#pause();
+      const suppressed = limiter.allow("connection limit", Date.now());
+      if (suppressed < 0) return;
+      log.warn(
+        withSuppressed(
+          "Connection limit reached: {open} connections are open, so new ones wait in the listen backlog until some close. Raise MaxConnections or the open-file limit (ulimit -n) if this load is normal",
+          suppressed,
+        ),
+        { open, max: this.#max, suppressed },
+      );
+    } else if (this.#paused && open <= this.#max - resumeMargin(this.#max)) {
+      this.#paused = false;
+      this.#resume();
+      log.debug("Accepting again: {open} connections are open", { open });
+    }
+  }
+}

@@ -1,0 +1,59 @@
+import assert from "node:assert/strict";
+import {
+  ConnectionLimit,
+  defaultMaxConnections,
+  RESERVED_DESCRIPTORS,
+} from "./connection_limit.ts";
+
+Deno.test("defaultMaxConnections() leaves two descriptors per connection", () => {
+  assert.equal(defaultMaxConnections(20_000, 1), 9_967);
+  assert.equal(defaultMaxConnections(20_000, 10_000), 4_968);
+  assert.equal(defaultMaxConnections(RESERVED_DESCRIPTORS, 10), 1);
+});
+
+/** Creates a limit that records its pauses and resumes in `calls`. */
+function recorded(max: number) {
+  const calls: string[] = [];
+  const limit = new ConnectionLimit(
+    max,
+    () => calls.push("pause"),
+    () => calls.push("resume"),
+  );
+  return { limit, calls };
+}
+
+Deno.test("ConnectionLimit pauses at the limit and resumes below it", () => {
+  const { limit, calls } = recorded(3);
+  limit.update(2);
+  assert.deepEqual(calls, []);
+
+  limit.update(3);
+  limit.update(3);
+  assert.deepEqual(calls, ["pause"]);
+  assert.equal(limit.paused, true);
+
+  limit.update(2);
+  assert.deepEqual(calls, ["pause", "resume"]);
+  assert.equal(limit.paused, false);
+});
+
+Deno.test("ConnectionLimit resumes a large limit one percent below", () => {
+  const { limit, calls } = recorded(1_000);
+  limit.update(1_000);
+  limit.update(991);
+  assert.deepEqual(calls, ["pause"]);
+
+  limit.update(990);
+  assert.deepEqual(calls, ["pause", "resume"]);
+});
+
+Deno.test("ConnectionLimit applies a lower limit at once", () => {
+  const { limit, calls } = recorded(10);
+  limit.update(5);
+  limit.setMax(4, 5);
+  assert.deepEqual(calls, ["pause"]);
+  assert.equal(limit.max, 4);
+
+  limit.setMax(10, 5);
+  assert.deepEqual(calls, ["pause", "resume"]);
+});
