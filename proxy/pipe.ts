@@ -280,8 +280,9 @@ export class Pipe {
     if (this.#salvage !== undefined) return;
     if (!watched.failed || this.#closed) return;
     watched.failed = false;
-    // Once its direction has ended, no further read reports the error.
-    if (!reading.eof) return;
+    // A later read reports the error, unless the direction has ended or
+    // waits for the other side to take held bytes, which may never happen.
+    if (!reading.eof && reading.pending === null) return;
     const code = socketError(watched.fd);
     if (code !== 0) this.#fail(side, code);
   };

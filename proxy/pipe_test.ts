@@ -14,9 +14,11 @@ import {
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
   SOCK_STREAM,
+  socketError,
 } from "../ffi/net.ts";
 
 const AF_INET = 2;
+const ECONNRESET = 104;
 const encoder = new TextEncoder();
 
 /** Opens a connected loopback TCP pair as two nonblocking descriptors. */
@@ -155,5 +157,66 @@ Deno.test("Pipe counts a filling receive queue as activity", async () => {
     listener.close();
     symbols.close(clientPeer);
     symbols.close(targetPeer);
+  }
+});
+
+/**
+ * Sends from `fd` for `ms` milliseconds, as fast as the socket takes bytes,
+ * and returns how many it took.
+ */
+async function flood(fd: number, ms: number): Promise<number> {
+  const chunk = new Uint8Array(64 * 1024);
+  const until = Date.now() + ms;
+  let total = 0;
+  while (Date.now() < until) {
+    const n = net().send(fd, chunk, chunk.length, MSG_NOSIGNAL);
+    if (n > 0) total += n;
+    else await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return total;
+}
+
+Deno.test("Pipe passes on a reset while the other side does not read", async (t) => {
+  for (const side of ["client", "target"] as const) {
+    await t.step(`${side} reset`, async () => {
+      const symbols = net();
+      const { listener, clientPeer, clientFd, targetFd, targetPeer } =
+        openPipeSockets();
+      const [sender, reader] = side === "client"
+        ? [clientPeer, targetPeer]
+        : [targetPeer, clientPeer];
+      const loop = new EventLoop();
+      try {
+        const done = Promise.withResolvers<PipeResult>();
+        const pipe = new Pipe(
+          loop,
+          loop.watch(clientFd),
+          loop.watch(targetFd),
+          done.resolve,
+        );
+        pipe.start();
+        loop.start();
+        // The reader never reads, so the pipe ends up holding bytes back.
+        assert.ok(await flood(sender, 300) > 0);
+        closeWithReset(sender);
+
+        // Delivery of the bytes kept back gives up after SALVAGE_LIMIT_MS.
+        const timeout = Promise.withResolvers<"timed out">();
+        const timer = setTimeout(() => timeout.resolve("timed out"), 4_000);
+        const result = await Promise.race([done.promise, timeout.promise]);
+        clearTimeout(timer);
+        assert.notEqual(result, "timed out", "the pipe did not end");
+        assert.equal((result as PipeResult).end, `${side} reset`);
+        assert.equal(
+          socketError(reader),
+          ECONNRESET,
+          "the reader was not reset",
+        );
+      } finally {
+        await loop.stop();
+        listener.close();
+        symbols.close(reader);
+      }
+    });
   }
 });
