@@ -9,6 +9,7 @@ import { formatPrefix, type Prefix } from "../proxy/prefix.ts";
 import {
   mapDelete,
   mapDeleteBatch,
+  mapInsert,
   mapKeys,
   mapLookup,
   mapUpdate,
@@ -164,6 +165,23 @@ export class SteeringMaps implements Disposable {
       new Uint8Array(4),
       value,
       `put socket fd ${fd} into the sockmap`,
+    );
+  }
+
+  /**
+   * Puts listening socket `fd` into the sockmap if it is empty. Of several
+   * processes that try at once, one succeeds.
+   *
+   * @returns false when another socket is in the sockmap
+   */
+  claimSocket(fd: number): boolean {
+    const value = new Uint8Array(8);
+    new DataView(value.buffer).setBigUint64(0, BigInt(fd), HOST_LITTLE_ENDIAN);
+    return mapInsert(
+      this.#fds.sockets,
+      new Uint8Array(4),
+      value,
+      `put socket fd ${fd} into the empty sockmap`,
     );
   }
 

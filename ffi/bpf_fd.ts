@@ -11,6 +11,9 @@ import { check, libbpf, LibbpfError } from "./libbpf.ts";
 
 /** `BPF_ANY`: create an element or update the existing one. */
 export const BPF_ANY = 0n;
+/** `BPF_NOEXIST`: create an element only if it does not exist. */
+const BPF_NOEXIST = 1n;
+const EEXIST = 17;
 
 /**
  * Creates or updates the element `key` of map `fd`.
@@ -24,6 +27,25 @@ export function mapUpdate(
   operation: string,
 ): void {
   check(libbpf().bpf_map_update_elem(fd, key, value, BPF_ANY), operation);
+}
+
+/**
+ * Creates element `key` unless the map has it already (`BPF_NOEXIST`), so
+ * of two processes that try at once, only one succeeds.
+ *
+ * @returns false when the element exists
+ * @throws {LibbpfError} when the update fails otherwise
+ */
+export function mapInsert(
+  fd: number,
+  key: Uint8Array,
+  value: Uint8Array,
+  operation: string,
+): boolean {
+  const result = libbpf().bpf_map_update_elem(fd, key, value, BPF_NOEXIST);
+  if (result === -EEXIST) return false;
+  check(result, operation);
+  return true;
 }
 
 /**

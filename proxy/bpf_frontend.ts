@@ -112,6 +112,8 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   #closed = false;
   /** Whether another process's socket is in the sockmap. */
   #replaced = false;
+  /** Cookies of the sockets seen in the sockmap since this one left it. */
+  readonly #owners = new Set<bigint>();
   #detachedLogged = false;
   #ownershipTimer: ReturnType<typeof setInterval> | undefined;
 
@@ -421,9 +423,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   /**
    * Notices when steering changed hands. A newer process that took the
    * sockmap over makes this one a drainer. An empty sockmap while this
-   * process runs means the newer process stopped or died (a rollback), so
-   * this one takes steering back, with its own ports, instead of leaving
-   * every steered port refused. A detached link is logged once.
+   * process runs means the owner stopped or died (a rollback), so one of the
+   * processes left takes steering back (see {@linkcode #takeBack}) instead
+   * of leaving every steered port refused. A detached link is logged once.
    */
   #checkOwnership(): void {
     if (this.#closed) return;
@@ -439,28 +441,45 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       }
       const cookie = this.#state.maps.socketCookie();
       if (cookie === undefined) {
-        const present = this.#state.maps.readPorts();
-        this.#state.maps.addPorts(
-          [...this.#ports].filter((p) => !present.has(p)),
-        );
-        this.#state.maps.setSocket(this.#fd);
-        this.#state.maps.removePorts(
-          [...present].filter((p) => !this.#ports.has(p)),
-        );
-        this.#writePrefixes(this.#prefixes, this.#state.maps.readPrefixes());
-        this.#replaced = false;
-        logger.warn(
-          "Took steering back: the newer anyport process that owned it is gone",
-        );
-      } else if (cookie !== this.#cookie && !this.#replaced) {
+        this.#takeBack();
+      } else if (cookie !== this.#cookie) {
+        this.#owners.add(cookie);
+        if (this.#replaced) return;
         this.#replaced = true;
         logger.info(
-          "A newer anyport process took steering over: this one gets no new connections; stop it to finish draining",
+          "Another anyport process took steering over: this one gets no new connections, so stop it to finish draining",
         );
       }
     } catch (error) {
       logger.warn("Cannot check BPF steering ownership: {error}", { error });
     }
+  }
+
+  /**
+   * Takes steering back, with this process's ports and prefixes, after the
+   * process that owned it stopped. With several processes left, the one
+   * replaced last takes it: this one waits while an owner that came after it
+   * still listens. The sockmap write succeeds for only one process.
+   */
+  #takeBack(): void {
+    if (
+      this.#owners.size > 0 &&
+      readLocalListeners().some((listener) => this.#owners.has(listener.cookie))
+    ) {
+      return;
+    }
+    if (!this.#state.maps.claimSocket(this.#fd)) return;
+    this.#owners.clear();
+    this.#replaced = false;
+    const present = this.#state.maps.readPorts();
+    this.#state.maps.addPorts([...this.#ports].filter((p) => !present.has(p)));
+    this.#state.maps.removePorts(
+      [...present].filter((p) => !this.#ports.has(p)),
+    );
+    this.#writePrefixes(this.#prefixes, this.#state.maps.readPrefixes());
+    logger.warn(
+      "Took steering back: the anyport process that owned it is gone",
+    );
   }
 
   #dispatch(fd: number, peer: SocketAddress | undefined): void {

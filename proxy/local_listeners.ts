@@ -7,6 +7,8 @@ export interface LocalListener {
   /** 4 or 16 bytes in network order; all zeros for a wildcard address. */
   address: Uint8Array;
   port: number;
+  /** Socket cookie, as `SO_COOKIE` returns it. */
+  cookie: bigint;
 }
 
 const AF_NETLINK = 16;
@@ -26,6 +28,8 @@ const REQUEST_SIZE = 56;
 /** Offset of `id.idiag_sport` and `id.idiag_src` in `struct inet_diag_msg`. */
 const SPORT_OFFSET = 4;
 const SRC_OFFSET = 8;
+/** Offset of `id.idiag_cookie`, two 32-bit halves, the low one first. */
+const COOKIE_OFFSET = 44;
 
 /**
  * Lists the listening TCP sockets of this network namespace through a
@@ -90,6 +94,8 @@ function dump(fd: number, family: number): LocalListener[] {
           message + SRC_OFFSET,
           message + SRC_OFFSET + size,
         ),
+        cookie: BigInt(reply.getUint32(message + COOKIE_OFFSET, true)) |
+          BigInt(reply.getUint32(message + COOKIE_OFFSET + 4, true)) << 32n,
       });
       offset += (length + 3) & ~3;
     }

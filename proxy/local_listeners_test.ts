@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { readLocalListeners } from "./local_listeners.ts";
+import { getSockOptInt, SO_COOKIE, SOL_SOCKET } from "../ffi/libc.ts";
+import { findListenerFd } from "../ffi/socket_fd.ts";
 
 Deno.test("readLocalListeners() finds an IPv4 listener", () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -19,6 +21,17 @@ Deno.test("readLocalListeners() finds an IPv6 listener", () => {
 
   assert.equal(found.length, 1);
   assert.deepEqual([...found[0]!.address], [...Array(15).fill(0), 1]);
+});
+
+Deno.test("readLocalListeners() reads each socket's cookie", () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const fd = findListenerFd(listener);
+  const cookie = getSockOptInt(fd, SOL_SOCKET, SO_COOKIE, 8);
+
+  const found = readLocalListeners().filter((l) => l.port === port);
+
+  assert.equal(found[0]?.cookie, cookie);
 });
 
 Deno.test("readLocalListeners() skips connected sockets", async () => {

@@ -166,12 +166,55 @@ Deno.test({
     {
       await using newer = startBpfProxy(path);
       await newer.waitForLog(/Started in bpf mode/);
-      await older.waitForLog(/newer anyport process took steering over/);
+      await older.waitForLog(/Another anyport process took steering over/);
       assert.equal(await newer.stop("SIGTERM"), 0);
     }
     await older.waitForLog(/Took steering back/, 2_000);
     assert.equal(await roundTrip(A_PORTS.first + 7, ""), "a");
     assert.equal(await older.stop("SIGTERM"), 0);
+    await detachAll();
+  },
+});
+
+Deno.test({
+  ...BPF,
+  name: "anyport in BPF mode hands steering back to the newest process",
+  async fn() {
+    requireTestNamespace();
+    await using a = nameServer("a");
+    await using b = nameServer("b");
+    const config = bpfConfig(a.target, b.target);
+    const path = await writeConfigFile(config);
+    // Only the middle process serves port 32001.
+    const middlePath = await writeConfigFile({
+      ...config,
+      Apps: [...config.Apps, {
+        Name: "c",
+        Ports: [32001],
+        Targets: [b.target],
+      }],
+    });
+    await using oldest = startBpfProxy(path);
+    await oldest.waitForLog(/Started in bpf mode/);
+    await using middle = startBpfProxy(middlePath);
+    await middle.waitForLog(/Started in bpf mode/);
+    await oldest.waitForLog(/Another anyport process took steering over/);
+    {
+      await using newest = startBpfProxy(path);
+      await newest.waitForLog(/Started in bpf mode/);
+      await middle.waitForLog(/Another anyport process took steering over/);
+      // Gives the oldest process an ownership check that finds the newest.
+      await delay(200);
+      newest.child.kill("SIGKILL");
+      await newest.child.status;
+    }
+    await middle.waitForLog(/Took steering back/, 2_000);
+    assert.equal(await roundTrip(32001, ""), "b");
+    await delay(300);
+    assert.doesNotMatch(oldest.stderr, /Took steering back/);
+    assert.equal(await middle.stop("SIGTERM"), 0);
+    await oldest.waitForLog(/Took steering back/, 2_000);
+    assert.equal(await oldest.stop("SIGTERM"), 0);
     await detachAll();
   },
 });
@@ -193,7 +236,7 @@ Deno.test({
     {
       await using newer = startBpfProxy(newerPath);
       await newer.waitForLog(/Started in bpf mode/);
-      await older.waitForLog(/newer anyport process took steering over/);
+      await older.waitForLog(/Another anyport process took steering over/);
       older.child.kill("SIGHUP");
       await older.waitForLog(/Reloaded/);
       assert.deepEqual(await steeredPrefixes(), ["127.0.0.1/32"]);
