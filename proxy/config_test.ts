@@ -885,6 +885,16 @@ Deno.test("parseConfig() rejects an invalid setting", async (t) => {
       "8 is not a string",
     ],
     [
+      { SteerPrefixes: ["::ffff:127.0.0.0/104"] },
+      "SteerPrefixes[0]",
+      '"::ffff:127.0.0.0/104" is an IPv4-mapped prefix, which never matches, because steering sees IPv4 connections with IPv4 addresses: write "127.0.0.0/8" instead',
+    ],
+    [
+      { SteerPrefixes: ["10.0.0.0/8", "2001:db8::/32", "2001:DB8:0::/32"] },
+      "SteerPrefixes[2]",
+      '"2001:DB8:0::/32" is listed twice, also at SteerPrefixes[1]: remove one',
+    ],
+    [
       { SteerPrefixes: [] },
       "SteerPrefixes",
       /^\[\] is not valid: use a non-empty list of prefixes/,

@@ -29,9 +29,11 @@ export function parsePrefix(text: string): Prefix {
     );
   }
   const maxLength = address.length * 8;
-  if (!/^\d{1,3}$/.test(lengthText) || Number(lengthText) > maxLength) {
+  if (
+    !/^(0|[1-9]\d{0,2})$/.test(lengthText) || Number(lengthText) > maxLength
+  ) {
     throw new SyntaxError(
-      `"${text}" is not a prefix: the length must be 0-${maxLength}`,
+      `"${text}" is not a prefix: the length must be 0-${maxLength}, without leading zeros`,
     );
   }
   const length = Number(lengthText);

@@ -191,12 +191,15 @@ Deno.test("parsePrefix() rejects an invalid length", async (t) => {
     ["10.0.0.0/8/8", 32],
     ["::/129", 128],
     ["::/", 128],
+    ["1.2.3.4/032", 32],
+    ["::/00", 128],
   ];
   for (const [text, maxLength] of rows) {
     await t.step(text, () => {
       assert.throws(() => parsePrefix(text), {
         name: "SyntaxError",
-        message: `"${text}" is not a prefix: the length must be 0-${maxLength}`,
+        message:
+          `"${text}" is not a prefix: the length must be 0-${maxLength}, without leading zeros`,
       });
     });
   }

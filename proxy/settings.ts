@@ -220,6 +220,33 @@ function readListenAddress(
   });
 }
 
+/**
+ * Returns a problem for an IPv6 prefix inside `::ffff:0:0/96`, the
+ * IPv4-mapped addresses. The kernel gives the program IPv4 connections with
+ * their IPv4 addresses, so such a prefix would never match.
+ */
+function mappedPrefixProblem(text: string, prefix: Prefix): string | undefined {
+  const bytes = prefix.address;
+  const mapped = prefix.family === 6 && prefix.length >= 96 &&
+    bytes.subarray(0, 10).every((byte) => byte === 0) &&
+    bytes[10] === 0xff && bytes[11] === 0xff;
+  if (!mapped) return undefined;
+  const ipv4 = formatPrefix({
+    family: 4,
+    address: bytes.slice(12),
+    length: prefix.length - 96,
+  });
+  return `"${text}" is an IPv4-mapped prefix, which never matches, because steering sees IPv4 connections with IPv4 addresses: write "${ipv4}" instead`;
+}
+
+function duplicateProblem(
+  text: string,
+  first: number | undefined,
+): string | undefined {
+  if (first === undefined) return undefined;
+  return `"${text}" is listed twice, also at SteerPrefixes[${first}]: remove one`;
+}
+
 function readSteerPrefixes(
   root: Record<string, unknown>,
   problems: ConfigProblem[],
@@ -237,18 +264,29 @@ function readSteerPrefixes(
     return;
   }
   settings.steerPrefixes = [];
+  const seen = new Map<string, number>();
   for (const [i, item] of value.entries()) {
+    let prefix: Prefix;
     try {
       if (typeof item !== "string") {
         throw new SyntaxError(`${JSON.stringify(item)} is not a string`);
       }
-      settings.steerPrefixes.push(parsePrefix(item));
+      prefix = parsePrefix(item);
     } catch (error) {
       problems.push({
         path: `SteerPrefixes[${i}]`,
         message: (error as Error).message,
       });
+      continue;
     }
+    const problem = mappedPrefixProblem(item as string, prefix) ??
+      duplicateProblem(item as string, seen.get(formatPrefix(prefix)));
+    if (problem !== undefined) {
+      problems.push({ path: `SteerPrefixes[${i}]`, message: problem });
+      continue;
+    }
+    seen.set(formatPrefix(prefix), i);
+    settings.steerPrefixes.push(prefix);
   }
   // The program's prefix maps have room for this many per family. A longer
   // list would fail partway through writing them.
