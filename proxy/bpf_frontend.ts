@@ -26,6 +26,7 @@ import {
 } from "../ebpf/pinned_state.ts";
 import type { Counters } from "../ebpf/steering_maps.ts";
 import { MAX_PREFIXES } from "../ebpf/layout.ts";
+import { firstOf } from "./plural.ts";
 import { getSockOptInt, SO_COOKIE, SOL_SOCKET } from "../ffi/libc.ts";
 import { findListenerFd } from "../ffi/socket_fd.ts";
 
@@ -56,6 +57,9 @@ const DRAIN_MAX_MS = 2000;
 const OWNERSHIP_CHECK_MS = 50;
 
 const logger = getLogger(["anyport", "bpf"]);
+
+/** Prefixes that a log line lists, before it only counts the rest. */
+const MAX_LOGGED_PREFIXES = 16;
 
 /** Options of {@linkcode BpfFrontend.open}. */
 export interface BpfFrontendOptions {
@@ -341,10 +345,13 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
 
   /** Logs the steered prefixes at the first update and when they change. */
   #logPrefixes(): void {
-    const listed = this.#prefixes.map(formatPrefix).join(", ");
+    const all = this.#prefixes.map(formatPrefix);
+    const listed = all.join(", ");
     if (listed === this.#loggedPrefixes) return;
     this.#loggedPrefixes = listed;
-    logger.info("Steered prefixes: {prefixes}", { prefixes: listed || "none" });
+    logger.info("Steered prefixes: {prefixes}", {
+      prefixes: firstOf(all, MAX_LOGGED_PREFIXES) || "none",
+    });
   }
 
   /**
@@ -399,10 +406,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     );
     logger.warn(
       "Other sockets listen on steered ports ({listeners}). Steering takes their connections, so remove those ports from the config or move the other services",
-      {
-        listeners: labels.slice(0, 5).join(", ") +
-          (labels.length > 5 ? ` and ${labels.length - 5} more` : ""),
-      },
+      { listeners: firstOf(labels, 5) },
     );
   }
 

@@ -3,6 +3,10 @@ import type { PortRange } from "./frontend.ts";
 import { expandRanges, formatRange, mergeRanges } from "./ports.ts";
 import { formatPrefix } from "./prefix.ts";
 import type { Settings } from "./settings.ts";
+import { firstOf } from "./plural.ts";
+
+/** Items of a list setting that a change description names. */
+const MAX_LISTED = 16;
 
 /**
  * Describes what changes from `before` to `after`, one line per change,
@@ -84,9 +88,31 @@ function describeSettingChanges(before: Settings, after: Settings): string[] {
     const key = field as keyof Settings;
     const a = formatSetting(before[key]);
     const b = formatSetting(after[key]);
-    if (a !== b) changes.push(`${name}: ${a} -> ${b}`);
+    if (a === b) continue;
+    changes.push(
+      Array.isArray(before[key]) && Array.isArray(after[key])
+        ? `${name}: ${describeListChange(a, b)}`
+        : `${name}: ${a} -> ${b}`,
+    );
   }
   return changes;
+}
+
+/**
+ * Describes a change of a list setting, such as SteerPrefixes, by what it
+ * adds and removes, with at most {@linkcode MAX_LISTED} items of each.
+ */
+function describeListChange(before: string, after: string): string {
+  const old = new Set(before.split(", "));
+  const next = new Set(after.split(", "));
+  const added = [...next].filter((item) => !old.has(item));
+  const removed = [...old].filter((item) => !next.has(item));
+  const parts = [];
+  if (added.length > 0) parts.push(`added ${firstOf(added, MAX_LISTED)}`);
+  if (removed.length > 0) {
+    parts.push(`removed ${firstOf(removed, MAX_LISTED)}`);
+  }
+  return parts.length > 0 ? parts.join("; ") : "reordered";
 }
 
 function formatSetting(value: Settings[keyof Settings]): string {

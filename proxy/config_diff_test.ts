@@ -158,7 +158,30 @@ Deno.test("describeChanges() describes every setting", () => {
     "DrainTimeoutMs: 30000 -> 4",
     "IdleTimeoutMs: 3600000 -> 5",
     "Mode: listeners -> bpf",
-    "SteerPrefixes: 127.0.0.0/8, ::1/128 -> 10.0.0.0/8",
+    "SteerPrefixes: added 10.0.0.0/8; removed 127.0.0.0/8, ::1/128",
+  ]);
+});
+
+Deno.test("describeChanges() names a few of many changed prefixes", () => {
+  const prefixes = (third: number) =>
+    Array.from({ length: 100 }, (_, i) => `10.${third}.${i}.0/24`);
+  const before = config([WEB], { SteerPrefixes: prefixes(1) });
+  const after = config([WEB], {
+    SteerPrefixes: [...prefixes(1).slice(0, 99), ...prefixes(2)],
+  });
+
+  const [change] = describeChanges(before, after);
+
+  assert.match(change!, /^SteerPrefixes: added 10\.2\.0\.0\/24, /);
+  assert.match(change!, / and 84 more; removed 10\.1\.99\.0\/24$/);
+});
+
+Deno.test("describeChanges() names reordered prefixes", () => {
+  const before = config([WEB], { SteerPrefixes: ["10.0.0.0/8", "::1/128"] });
+  const after = config([WEB], { SteerPrefixes: ["::1/128", "10.0.0.0/8"] });
+
+  assert.deepEqual(describeChanges(before, after), [
+    "SteerPrefixes: reordered",
   ]);
 });
 
