@@ -59,20 +59,25 @@ export function watchConfig(
  */
 function relevantPaths(path: string): (changed: string) => boolean {
   const own = resolve(path);
-  let initial: string | undefined;
-  try {
-    initial = Deno.realPathSync(path);
-  } catch {
-    // The file is missing; changes to its own path still count.
-  }
+  const initial = realPath(path);
+  let current = initial;
   return (changed) => {
     const full = resolve(changed);
-    if (full === own || full === initial) return true;
-    if (basename(full).startsWith("..")) return true;
-    try {
-      return full === Deno.realPathSync(path);
-    } catch {
-      return false;
+    // Only a change of the path or of a `..` entry can move its target, so
+    // events of other files in the directory cost no system call.
+    if (full === own || basename(full).startsWith("..")) {
+      current = realPath(path);
+      return true;
     }
+    return full === initial || full === current;
   };
+}
+
+/** Returns the resolved path of `path`, or `undefined` while it is missing. */
+function realPath(path: string): string | undefined {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return undefined;
+  }
 }
