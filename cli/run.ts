@@ -12,6 +12,8 @@ import type { FrontendMode } from "../proxy/settings.ts";
 import { explainMissingObject } from "../ebpf/missing_object.ts";
 import { warnOfPinnedSteering } from "./stale_steering.ts";
 import { logSuppressed } from "../proxy/rate_limit.ts";
+import { isResourceExhausted } from "../proxy/os_error.ts";
+import { ReloadRetry } from "./reload_retry.ts";
 
 const log = getLogger(["anyport"]);
 
@@ -41,10 +43,15 @@ export async function runProxy(options: RunOptions): Promise<number> {
   // action, which ends the process, never applies). They wait for the start.
   const started = Promise.withResolvers<Proxy | undefined>();
   let reloading = started.promise.then(() => {});
+  const retry = new ReloadRetry(() => reload("file"));
   const reload = (trigger: ReloadTrigger) => {
+    retry.cancel();
     reloading = reloading.then(async () => {
       const proxy = await started.promise;
-      if (proxy !== undefined) await reloadConfig(proxy, source, trigger);
+      if (proxy === undefined) return;
+      const outcome = await reloadConfig(proxy, source, trigger);
+      if (outcome === "retry") retry.schedule();
+      else retry.reset();
     });
   };
   const stopWatching = watchConfig(options.configPath, reload);
@@ -65,6 +72,7 @@ export async function runProxy(options: RunOptions): Promise<number> {
     log.fatal("Cannot start: {error}", { error: (error as Error).message });
     return 1;
   }
+  source.applied();
   started.resolve(proxy);
   const ports = countConfigPorts(config);
   log.info(
@@ -90,6 +98,7 @@ export async function runProxy(options: RunOptions): Promise<number> {
   await stopRequested;
   clearInterval(summaries);
   stopWatching();
+  retry.cancel();
   // SIGHUP ends the process by default, so it stays handled while draining.
   Deno.addSignalListener("SIGHUP", () => {
     log.warning("Reload ignored: the proxy is stopping");
@@ -111,11 +120,16 @@ export async function runProxy(options: RunOptions): Promise<number> {
   return 0;
 }
 
-/** The config file, with the text last read, to skip events that change nothing. */
+/**
+ * The config file, with the text last applied, to skip events that change
+ * nothing. A text whose reload failed is read and applied again on the next
+ * event, so a failure fixed outside the file (a port freed) needs no edit.
+ */
 class ConfigSource {
   readonly path: string;
   readonly #mode: FrontendMode | undefined;
   #lastText: string | undefined;
+  #readText: string | undefined;
 
   constructor(options: RunOptions) {
     this.path = options.configPath;
@@ -133,16 +147,25 @@ class ConfigSource {
   async read(onlyIfChanged = false): Promise<Config | undefined> {
     const text = await Deno.readTextFile(this.path);
     if (onlyIfChanged && text === this.#lastText) return undefined;
-    this.#lastText = text;
+    this.#readText = text;
     return parseConfig(text, this.path, this.#mode);
+  }
+
+  /** Records that the text read last is in force. */
+  applied(): void {
+    this.#lastText = this.#readText;
   }
 }
 
+/**
+ * Reads the config and applies it. Returns `"retry"` when it failed for lack
+ * of a local resource, which may come back.
+ */
 async function reloadConfig(
   proxy: Proxy,
   source: ConfigSource,
   trigger: ReloadTrigger,
-): Promise<void> {
+): Promise<"done" | "retry"> {
   let config: Config | undefined;
   try {
     config = await source.read(trigger === "file");
@@ -152,11 +175,12 @@ async function reloadConfig(
       error,
       "Reload rejected, the running config stays in force",
     );
-    return;
+    return isResourceExhausted(error) ? "retry" : "done";
   }
-  if (config === undefined) return;
+  if (config === undefined) return "done";
   try {
     const changes = await proxy.reload(config);
+    source.applied();
     if (changes.length === 0) {
       log.info("Reloaded {path}: no changes", { path: source.path });
     } else {
@@ -169,7 +193,9 @@ async function reloadConfig(
     log.error("Reload rejected, the running config stays in force: {error}", {
       error: (error as Error).message,
     });
+    return isResourceExhausted(error) ? "retry" : "done";
   }
+  return "done";
 }
 
 async function createFrontend(

@@ -323,6 +323,31 @@ Deno.test("anyport reloads a changed config file and keeps sessions", async () =
   closeQuietly(session);
 });
 
+Deno.test("anyport applies a rejected config again when the file is saved", async () => {
+  await using echo = echoServer();
+  const [kept, taken] = freePorts(2);
+  const config = {
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [kept], Targets: [echo.target] }],
+  };
+  const path = await writeConfigFile(config);
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(kept!), 10_000, "proxy to accept");
+  const other = Deno.listen({ hostname: "127.0.0.1", port: taken! });
+  const text = JSON.stringify({
+    ...config,
+    Apps: [{ Name: "a", Ports: [kept, taken], Targets: [echo.target] }],
+  });
+  await Deno.writeTextFile(path, text);
+  await proxy.waitForLog(/Reload rejected.*Cannot listen/);
+
+  // Saved again unchanged once the port is free, the file applies.
+  other.close();
+  await Deno.writeTextFile(path, text);
+  await proxy.waitForLog(/Reloaded .*ports added/);
+  assert.equal(await roundTrip(taken!, "now"), "now");
+});
+
 Deno.test("anyport keeps the running config after an invalid reload", async () => {
   await using echo = echoServer();
   const [port] = freePorts(1);
