@@ -11,6 +11,12 @@ export interface TargetAddress {
   label: string;
 }
 
+/**
+ * Host that the system resolver reads as a number, not a name: labels of
+ * decimal digits or of `0x` and hex digits, such as `127.1` or `0x7f000001`.
+ */
+const NUMERIC_HOST = /^(?:\d+|0x[0-9a-f]*)(?:\.(?:\d+|0x[0-9a-f]*))*\.?$/i;
+
 /** Host name: dot-separated labels of letters, digits, `_` and inner `-`. */
 const HOSTNAME =
   /^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
@@ -43,7 +49,7 @@ export function parseTarget(value: unknown): TargetAddress | string {
     return `"${value}" is not a target: write IPv6 addresses in brackets, such as "[::1]:9001"`;
   } else if (host === "" || !HOSTNAME.test(host)) {
     return `"${value}" is not a target: "${host}" is not a host name or IPv4 address`;
-  } else if (/^[\d.]+$/.test(host) && parseAddress(host) === undefined) {
+  } else if (NUMERIC_HOST.test(host) && parseAddress(host) === undefined) {
     return `"${value}" is not a target: "${host}" is not an IPv4 address`;
   }
   if (!/^\d{1,5}$/.test(portText)) {

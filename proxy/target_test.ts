@@ -182,7 +182,17 @@ Deno.test("parseTarget() accepts labels of 63 characters", () => {
 });
 
 Deno.test("parseTarget() rejects a numeric host that is not IPv4", async (t) => {
-  for (const host of ["256.0.0.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "80"]) {
+  const hosts = [
+    "256.0.0.1",
+    "1.2.3",
+    "1.2.3.4.5",
+    "01.2.3.4",
+    "80",
+    "0x7f000001",
+    "0X7F.1",
+    "0x7f.0.0.1",
+  ];
+  for (const host of hosts) {
     await t.step(host, () => {
       assert.equal(
         parseTarget(`${host}:80`),
