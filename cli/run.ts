@@ -76,9 +76,10 @@ export async function runProxy(options: RunOptions): Promise<number> {
   started.resolve(proxy);
   const ports = countConfigPorts(config);
   log.info(
-    "Started in {mode} mode: {appCount} on {portCount}, up to {maxConnections} connections at once",
+    "Started in {mode} mode: {appCount} on {portCount}, up to {limit} at once",
     {
       mode: config.settings.mode,
+      limit: counted(proxy.maxConnections, "connection"),
       maxConnections: proxy.maxConnections,
       appCount: counted(config.apps.length, "app"),
       portCount: counted(ports, "port"),

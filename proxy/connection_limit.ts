@@ -1,5 +1,6 @@
 import { getLogger } from "@logtape/logtape";
 import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
+import { counted } from "./plural.ts";
 
 const log = getLogger(["anyport"]);
 const limiter = new LogRateLimiter();
@@ -25,6 +26,31 @@ export function defaultMaxConnections(
   const free = descriptorLimit - RESERVED_DESCRIPTORS - listeningSockets;
   return Math.max(1, Math.floor(free / 2));
 }
+
+/**
+ * Returns a warning when `max` connections need more descriptors than
+ * `descriptorLimit` allows, or when the limit leaves room for almost no
+ * connections, or `undefined`.
+ */
+export function limitWarning(
+  max: number,
+  descriptorLimit: number,
+  listeningSockets: number,
+): string | undefined {
+  const fitting = defaultMaxConnections(descriptorLimit, listeningSockets);
+  if (max > fitting) {
+    return `MaxConnections is ${max}, but the open-file limit of ${descriptorLimit} leaves room for about ${fitting}: past that, accepts and target connects fail with "Too many open files". Raise the limit (ulimit -n, systemd LimitNOFILE) or lower MaxConnections`;
+  }
+  if (max < MIN_USEFUL_CONNECTIONS) {
+    return `The open-file limit of ${descriptorLimit} leaves room for only ${
+      counted(max, "connection")
+    } at once: raise it (ulimit -n, systemd LimitNOFILE)`;
+  }
+  return undefined;
+}
+
+/** Fewer connections than this at once is worth a warning at start. */
+const MIN_USEFUL_CONNECTIONS = 16;
 
 /**
  * Number of connections that must close below the limit before accepting
@@ -81,10 +107,15 @@ export class ConnectionLimit {
       if (suppressed < 0) return;
       log.warn(
         withSuppressed(
-          "Connection limit reached: {open} connections are open, so new ones wait in the listen backlog until some close. Raise MaxConnections or the open-file limit (ulimit -n) if this load is normal",
+          "Connection limit reached: {count} open, so new ones wait in the listen backlog until some close. Raise MaxConnections or the open-file limit (ulimit -n) if this load is normal",
           suppressed,
         ),
-        { open, max: this.#max, suppressed },
+        {
+          count: counted(open, "connection"),
+          open,
+          max: this.#max,
+          suppressed,
+        },
       );
     } else if (this.#paused && open <= this.#max - resumeMargin(this.#max)) {
       this.#paused = false;

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   ConnectionLimit,
   defaultMaxConnections,
+  limitWarning,
   RESERVED_DESCRIPTORS,
 } from "./connection_limit.ts";
 
@@ -56,4 +57,16 @@ Deno.test("ConnectionLimit applies a lower limit at once", () => {
 
   limit.setMax(10, 5);
   assert.deepEqual(calls, ["pause", "resume"]);
+});
+
+Deno.test("limitWarning() names a limit the descriptors cannot hold", () => {
+  assert.match(
+    limitWarning(1_000, 128, 1) ?? "",
+    /^MaxConnections is 1000, but the open-file limit of 128 leaves room for about 31: /,
+  );
+  assert.match(
+    limitWarning(1, 100, 40) ?? "",
+    /^The open-file limit of 100 leaves room for only 1 connection at once: /,
+  );
+  assert.equal(limitWarning(9_967, 20_000, 1), undefined);
 });

@@ -17,7 +17,11 @@ import {
   net,
   receiveQueueBytes,
 } from "../ffi/net.ts";
-import { ConnectionLimit, defaultMaxConnections } from "./connection_limit.ts";
+import {
+  ConnectionLimit,
+  defaultMaxConnections,
+  limitWarning,
+} from "./connection_limit.ts";
 import type { SocketAddress } from "./sockaddr.ts";
 import { type LoopedTarget, SelfConnections } from "./self_connect.ts";
 import { parseAddress } from "./prefix.ts";
@@ -93,6 +97,7 @@ export class Proxy {
       () => frontend.pause(),
       () => frontend.resume(),
     );
+    proxy.#warnOfLimit(frontend);
     proxy.#startIdleTimer();
     proxy.#resolveTargets();
     return proxy;
@@ -156,11 +161,16 @@ export class Proxy {
       this.#router = previous.router;
       throw error;
     }
-    if (this.#frontend !== undefined) {
-      this.#limit?.setMax(
-        this.#maxConnections(config, this.#frontend),
-        this.#sessions.size,
-      );
+    if (this.#frontend !== undefined && this.#limit !== undefined) {
+      const before = this.#limit.max;
+      const after = this.#maxConnections(config, this.#frontend);
+      this.#limit.setMax(after, this.#sessions.size);
+      if (after !== before && config.settings.maxConnections === undefined) {
+        changes.push(
+          `connection limit from the open-file limit: ${before} -> ${after}`,
+        );
+      }
+      this.#warnOfLimit(this.#frontend);
     }
     this.#startIdleTimer();
     this.#resolveTargets();
@@ -276,6 +286,16 @@ export class Proxy {
     session.finish();
     this.#sessions.delete(session);
     this.#limit?.update(this.#sessions.size);
+  }
+
+  /** Warns when the connection limit does not fit the open-file limit. */
+  #warnOfLimit(frontend: Frontend): void {
+    const warning = limitWarning(
+      this.#limit?.max ?? 0,
+      descriptorLimit(),
+      frontend.socketCount,
+    );
+    if (warning !== undefined) log.warn(warning);
   }
 
   /** Returns `MaxConnections`, or the default for the open-file limit. */

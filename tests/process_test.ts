@@ -106,7 +106,7 @@ Deno.test("anyport stops accepting at the default connection limit", async () =>
   await waitFor(() => accepts(port!), 10_000, "proxy to accept");
   const openConns: Deno.TcpConn[] = [];
   for (let i = 0; i < 150; i++) openConns.push(await connect(port!));
-  await proxy.waitForLog(/Connection limit reached: 31 connections are open/);
+  await proxy.waitForLog(/Connection limit reached: 31 connections open/);
   await delay(200);
   for (const conn of openConns) closeQuietly(conn);
   assert.doesNotMatch(proxy.stderr, /Accept failed|out of resources/);

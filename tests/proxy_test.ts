@@ -517,6 +517,31 @@ Deno.test("proxy holds connections past MaxConnections in the backlog", async ()
   closeQuietly(open[1]!);
 });
 
+Deno.test("proxy reload names a new connection limit from more ports", async () => {
+  await using target = echoServer();
+  const ports = freePorts(3);
+  const config = (count: number) => ({
+    ...FAST_SETTINGS,
+    Apps: [{
+      Name: "a",
+      Ports: ports.slice(0, count),
+      Targets: [target.target],
+    }],
+  });
+  await using proxy = await TestProxy.start(config(1));
+  const before = proxy.proxy.maxConnections;
+
+  const changes = await proxy.reload(config(3));
+
+  assert.equal(proxy.proxy.maxConnections, before - 1);
+  assert.ok(
+    changes.includes(
+      `connection limit from the open-file limit: ${before} -> ${before - 1}`,
+    ),
+    changes.join("; "),
+  );
+});
+
 Deno.test("proxy keeps accepting after clients reset before accept", async () => {
   await using target = echoServer();
   const [port] = freePorts(1);
