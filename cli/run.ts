@@ -246,10 +246,20 @@ function logConfigError(
     path,
     count: counted(error.problems.length, "problem"),
   });
-  for (const problem of error.problems) {
+  for (const problem of error.problems.slice(0, MAX_LOGGED_PROBLEMS)) {
     write("  {problem}", { path, problem: formatProblem(problem) });
   }
+  const rest = error.problems.length - MAX_LOGGED_PROBLEMS;
+  if (rest > 0) {
+    write("  {rest} not listed: run anyport check {path} to see them all", {
+      path,
+      rest: counted(rest, "problem"),
+    });
+  }
 }
+
+/** Problems of a config that the log lists, one line each. */
+const MAX_LOGGED_PROBLEMS = 50;
 
 function countConfigPorts(config: Config): number {
   let count = 0;

@@ -5,7 +5,7 @@ import { formatPrefix } from "./prefix.ts";
 import type { Settings } from "./settings.ts";
 import { firstOf } from "./plural.ts";
 
-/** Items of a list setting that a change description names. */
+/** Items of a list (ports, targets, prefixes) that a change description names. */
 const MAX_LISTED = 16;
 
 /**
@@ -57,11 +57,13 @@ function describeAppChanges(before: AppConfig, after: AppConfig): string[] {
     ]] as const
   ) {
     if (added.length > 0) {
-      changes.push(`app "${after.name}": ${kind} added ${added.join(", ")}`);
+      changes.push(
+        `app "${after.name}": ${kind} added ${firstOf(added, MAX_LISTED)}`,
+      );
     }
     if (removed.length > 0) {
       changes.push(
-        `app "${after.name}": ${kind} removed ${removed.join(", ")}`,
+        `app "${after.name}": ${kind} removed ${firstOf(removed, MAX_LISTED)}`,
       );
     }
   }
@@ -145,9 +147,9 @@ function diff(before: string[], after: string[]) {
 }
 
 function listPorts(app: AppConfig): string {
-  return app.ports.map(formatRange).join(", ");
+  return firstOf(app.ports.map(formatRange), MAX_LISTED);
 }
 
 function listTargets(app: AppConfig): string {
-  return app.targets.map((t) => t.label).join(", ");
+  return firstOf(app.targets.map((t) => t.label), MAX_LISTED);
 }

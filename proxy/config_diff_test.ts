@@ -202,3 +202,13 @@ Deno.test("describeChanges() lists app changes before settings", () => {
     "Balance: least-connections -> random",
   ]);
 });
+
+Deno.test("describeChanges() names a few of many added ports", () => {
+  const ports = Array.from({ length: 100 }, (_, i) => 10_000 + 2 * i);
+  const after = config([{ ...WEB, Ports: [...WEB.Ports, ...ports] }]);
+
+  const [change] = describeChanges(config([WEB]), after);
+
+  assert.match(change!, /^app "web": ports added 10000, 10002, /);
+  assert.match(change!, / and 84 more$/);
+});

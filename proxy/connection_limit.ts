@@ -11,7 +11,7 @@ const limiter = new LogRateLimiter();
  */
 export const RESERVED_DESCRIPTORS = 64;
 
-/** Largest value of `MaxConnections`. */
+/** Maximum value of `MaxConnections`. */
 export const MAX_CONNECTIONS = 1_000_000;
 
 /**
@@ -120,7 +120,10 @@ export class ConnectionLimit {
     } else if (this.#paused && open <= this.#max - resumeMargin(this.#max)) {
       this.#paused = false;
       this.#resume();
-      log.debug("Accepting again: {open} connections are open", { open });
+      log.debug("Accepting again: {count} open", {
+        count: counted(open, "connection"),
+        open,
+      });
     }
   }
 }

@@ -348,6 +348,27 @@ Deno.test("anyport applies a rejected config again when the file is saved", asyn
   assert.equal(await roundTrip(taken!, "now"), "now");
 });
 
+Deno.test("anyport logs the first 50 problems of a config", async () => {
+  await using echo = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [echo.target] }],
+  });
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  const apps = Array.from({ length: 60 }, (_, i) => ({
+    Name: `app${i}`,
+    Ports: ["none"],
+    Targets: [echo.target],
+  }));
+  await Deno.writeTextFile(path, JSON.stringify({ Apps: apps }));
+  proxy.child.kill("SIGHUP");
+
+  await proxy.waitForLog(/10 problems not listed: run anyport check /);
+  assert.equal(proxy.stderr.match(/Apps\[\d+\]\.Ports\[0\]/g)?.length, 50);
+});
+
 Deno.test("anyport keeps the running config after an invalid reload", async () => {
   await using echo = echoServer();
   const [port] = freePorts(1);
