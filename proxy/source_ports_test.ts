@@ -20,8 +20,30 @@ function windowOf(count: number): PortRange {
   const range = readPortRange();
   assert.ok(range, "cannot read net.ipv4.ip_local_port_range");
   const span = range.high - range.low + 1 - count;
-  const low = range.low + Math.floor(Math.random() * span);
-  return { low, high: low + count - 1 };
+  // Sockets of earlier tests, such as TIME_WAIT ones, can hold a port of a
+  // random window, and the cursor then skips it.
+  const busy = localPortsInUse();
+  for (;;) {
+    const low = range.low + Math.floor(Math.random() * span);
+    const window = { low, high: low + count - 1 };
+    let free = true;
+    for (let port = low; port <= window.high; port++) {
+      if (busy.has(port)) free = false;
+    }
+    if (free) return window;
+  }
+}
+
+/** Returns the local ports of every TCP socket, from /proc/net/tcp{,6}. */
+function localPortsInUse(): Set<number> {
+  const ports = new Set<number>();
+  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    for (const line of Deno.readTextFileSync(file).split("\n").slice(1)) {
+      const local = line.trim().split(/\s+/)[1];
+      if (local !== undefined) ports.add(parseInt(local.split(":")[1]!, 16));
+    }
+  }
+  return ports;
 }
 
 /**
