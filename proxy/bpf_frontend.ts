@@ -116,6 +116,8 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   #closed = false;
   /** Whether another process's socket is in the sockmap. */
   #replaced = false;
+  /** Cookies of the sockets that this one took the sockmap over from. */
+  readonly #displaced = new Set<bigint>();
   /** Cookies of the sockets seen in the sockmap since this one left it. */
   readonly #owners = new Set<bigint>();
   #detachedLogged = false;
@@ -306,6 +308,8 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   }
 
   #insertSocket(): void {
+    const displaced = this.#state.maps.socketCookie();
+    if (displaced !== undefined) this.#displaced.add(displaced);
     this.#state.maps.setSocket(this.#fd);
     this.#socketInserted = true;
     logger.info("Steering to proxy socket {address}", {
@@ -429,7 +433,8 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
    * sockmap over makes this one a drainer. An empty sockmap while this
    * process runs means the owner stopped or died (a rollback), so one of the
    * processes left takes steering back (see {@linkcode #takeBack}) instead
-   * of leaving every steered port refused. A detached link is logged once.
+   * of leaving every steered port refused. When an older process took it
+   * back first, this one takes it over again. A detached link is logged once.
    */
   #checkOwnership(): void {
     if (this.#closed) return;
@@ -446,6 +451,8 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       const cookie = this.#state.maps.socketCookie();
       if (cookie === undefined) {
         this.#takeBack();
+      } else if (this.#replaced && this.#displaced.has(cookie)) {
+        this.#retakeFromOlder();
       } else if (cookie !== this.#cookie) {
         this.#owners.add(cookie);
         if (this.#replaced) return;
@@ -473,6 +480,28 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       return;
     }
     if (!this.#state.maps.claimSocket(this.#fd)) return;
+    this.#restoreOwnSteering();
+    logger.warn(
+      "Took steering back: the anyport process that owned it is gone",
+    );
+  }
+
+  /**
+   * Takes steering over again from a process that this one replaced before.
+   * That older process took it back when the owner after this one stopped,
+   * because it never saw this one own it (both took over within one
+   * ownership check), but of the two, this one came later.
+   */
+  #retakeFromOlder(): void {
+    this.#state.maps.setSocket(this.#fd);
+    this.#restoreOwnSteering();
+    logger.warn(
+      "Took steering back from an older anyport process that took it first",
+    );
+  }
+
+  /** Writes this process's ports and prefixes, after its socket went in. */
+  #restoreOwnSteering(): void {
     this.#owners.clear();
     this.#replaced = false;
     const present = this.#state.maps.readPorts();
@@ -481,9 +510,6 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       [...present].filter((p) => !this.#ports.has(p)),
     );
     this.#writePrefixes(this.#prefixes, this.#state.maps.readPrefixes());
-    logger.warn(
-      "Took steering back: the anyport process that owned it is gone",
-    );
   }
 
   #dispatch(fd: number, peer: SocketAddress | undefined): void {

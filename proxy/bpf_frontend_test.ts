@@ -363,6 +363,37 @@ Deno.test(
 );
 
 Deno.test(
+  "BpfFrontend hands steering back to the later of two racing owners",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    const port = [{ first: 30340, last: 30340 }];
+    await using a = new TestServer(root.path, LOCALHOST_V4, () => "a");
+    await a.frontend.apply(port);
+    await delay(120);
+    // B and C take over within one ownership check, so A never sees B.
+    await using b = new TestServer(root.path, LOCALHOST_V4, () => "b");
+    await b.frontend.apply(port);
+    const c = new TestServer(root.path, LOCALHOST_V4, () => "c");
+    await c.frontend.apply(port);
+    assert.deepEqual(await request("127.0.0.1", 30340), "c");
+    await delay(120);
+
+    // A and B both find the sockmap empty. Either may claim it first, but
+    // B took over from A once, so B ends up with it.
+    await c[Symbol.asyncDispose]();
+    let reply = "";
+    for (let i = 0; i < 50 && reply !== "b"; i++) {
+      await delay(20);
+      reply = await request("127.0.0.1", 30340);
+    }
+    assert.deepEqual(reply, "b");
+    await delay(200);
+    assert.deepEqual(await request("127.0.0.1", 30340), "b");
+  },
+);
+
+Deno.test(
   "BpfFrontend.open() restarts after the old process is killed",
   NEEDS_ROOT,
   async () => {
