@@ -38,8 +38,8 @@ Options:
   -V, --version          show the version
 
 Signals: SIGHUP reloads the config. SIGINT and SIGTERM stop accepting, let open
-connections finish for up to DrainTimeoutMs, reset the rest, then exit 0; the
-same signal again, 1 s or more later, resets open connections at once.
+connections finish for up to DrainTimeoutMs, reset the rest, then exit 0; a
+second SIGINT or SIGTERM, 1 s or more later, resets open connections at once.
 
 Exit codes: 0 after a clean stop or a valid check; 1 when check finds problems
 or the proxy cannot start; 2 for a config invalid at start or invalid usage.`;
@@ -118,7 +118,8 @@ async function main(args: string[]): Promise<number> {
     ? rest.shift()
     : undefined;
   if (rest.length > 0) {
-    return usageError(`Unexpected argument "${rest[0]}"`);
+    const extra = command === "check" ? rest[1] ?? rest[0] : rest[0];
+    return usageError(`Unexpected argument "${extra}"`);
   }
   if (path !== undefined && values.config !== undefined) {
     return usageError(

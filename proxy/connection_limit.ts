@@ -29,19 +29,20 @@ export function defaultMaxConnections(
 
 /**
  * Returns a warning when `max` connections need more descriptors than
- * `descriptorLimit` allows, or when the limit leaves room for almost no
- * connections, or `undefined`.
+ * `descriptorLimit` allows, or when a limit `derived` from it leaves room for
+ * almost no connections, or `undefined`.
  */
 export function limitWarning(
   max: number,
   descriptorLimit: number,
   listeningSockets: number,
+  derived: boolean,
 ): string | undefined {
   const fitting = defaultMaxConnections(descriptorLimit, listeningSockets);
   if (max > fitting) {
     return `MaxConnections is ${max}, but the open-file limit of ${descriptorLimit} leaves room for about ${fitting}: past that, accepts and target connects fail with "Too many open files". Raise the limit (ulimit -n, systemd LimitNOFILE) or lower MaxConnections`;
   }
-  if (max < MIN_USEFUL_CONNECTIONS) {
+  if (derived && max < MIN_USEFUL_CONNECTIONS) {
     return `The open-file limit of ${descriptorLimit} leaves room for only ${
       counted(max, "connection")
     } at once: raise it (ulimit -n, systemd LimitNOFILE)`;

@@ -61,12 +61,13 @@ Deno.test("ConnectionLimit applies a lower limit at once", () => {
 
 Deno.test("limitWarning() names a limit the descriptors cannot hold", () => {
   assert.match(
-    limitWarning(1_000, 128, 1) ?? "",
+    limitWarning(1_000, 128, 1, false) ?? "",
     /^MaxConnections is 1000, but the open-file limit of 128 leaves room for about 31: /,
   );
   assert.match(
-    limitWarning(1, 100, 40) ?? "",
+    limitWarning(1, 100, 40, true) ?? "",
     /^The open-file limit of 100 leaves room for only 1 connection at once: /,
   );
-  assert.equal(limitWarning(9_967, 20_000, 1), undefined);
+  assert.equal(limitWarning(9_967, 20_000, 1, true), undefined);
+  assert.equal(limitWarning(5, 20_000, 1, false), undefined);
 });

@@ -294,6 +294,7 @@ export class Proxy {
       this.#limit?.max ?? 0,
       descriptorLimit(),
       frontend.socketCount,
+      this.#config.settings.maxConnections === undefined,
     );
     if (warning !== undefined) log.warn(warning);
   }

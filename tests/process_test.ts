@@ -495,6 +495,19 @@ Deno.test("anyport check rejects two config paths", async () => {
   );
 });
 
+Deno.test("anyport check names the second of two paths", async () => {
+  const { code, stderr } = await runCli([
+    "check",
+    `${ROOT}config.json`,
+    `${ROOT}config.online.json`,
+  ]);
+  assert.equal(code, 2);
+  assert.match(
+    new TextDecoder().decode(stderr),
+    /^Unexpected argument ".*config\.online\.json"/,
+  );
+});
+
 Deno.test("anyport rejects an unknown option with usage help", async () => {
   const { code, stderr } = await runCli(["--bogus"]);
   const text = new TextDecoder().decode(stderr);
