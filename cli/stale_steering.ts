@@ -1,7 +1,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { Config } from "../proxy/config.ts";
 import { formatRange, mergeRanges } from "../proxy/ports.ts";
-import { counted } from "../proxy/plural.ts";
+import { counted, firstOf } from "../proxy/plural.ts";
 import { DEFAULT_PIN_ROOT } from "../ebpf/layout.ts";
 import { pathExists, readLink } from "../ffi/libc.ts";
 
@@ -56,10 +56,7 @@ export async function warnOfPinnedSteering(config: Config): Promise<void> {
   }
 
   const ranges = mergeRanges(configuredSteered).map(formatRange);
-  const listed = ranges.slice(0, RANGES_SHOWN).join(", ") +
-    (ranges.length > RANGES_SHOWN
-      ? ` and ${ranges.length - RANGES_SHOWN} more ranges`
-      : "");
+  const listed = firstOf(ranges, RANGES_SHOWN);
   log.warning(
     'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}) and takes {count} of this config ({ports}): connections to them {fate} instead of reaching these listeners. Run "anyport bpf detach" unless a BPF-mode proxy should serve them',
     {

@@ -333,17 +333,18 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     const added = [...requested].filter(([key]) => !present.has(key))
       .map(([, prefix]) => prefix);
     const stale = current.filter((p) => !requested.has(formatPrefix(p)));
-    const first: Prefix[] = [];
+    const first = new Set<Prefix>();
     for (const family of [4, 6] as const) {
       const inFamily = (p: Prefix) => p.family === family;
       const total = current.filter(inFamily).length +
         added.filter(inFamily).length;
-      if (total > MAX_PREFIXES) first.push(...stale.filter(inFamily));
+      if (total <= MAX_PREFIXES) continue;
+      for (const prefix of stale.filter(inFamily)) first.add(prefix);
     }
     for (const prefix of first) this.#state.maps.removePrefix(prefix);
     for (const prefix of added) this.#state.maps.addPrefix(prefix);
     for (const prefix of stale) {
-      if (!first.includes(prefix)) this.#state.maps.removePrefix(prefix);
+      if (!first.has(prefix)) this.#state.maps.removePrefix(prefix);
     }
   }
 
@@ -365,12 +366,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
    */
   #restore(ports: ReadonlySet<number>, prefixes: readonly Prefix[]): void {
     try {
-      const present = this.#state.maps.readPorts();
-      this.#state.maps.addPorts([...ports].filter((p) => !present.has(p)));
-      this.#state.maps.removePorts(
-        [...present].filter((p) => !ports.has(p)),
-      );
-      this.#writePrefixes(prefixes, this.#state.maps.readPrefixes());
+      this.#writeSteering(ports, prefixes);
     } catch (error) {
       logger.error(
         "Undoing a failed BPF steering update failed: {error}. Steered ports and prefixes may now match neither config, so restart anyport to rewrite them",
@@ -504,12 +500,18 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   #restoreOwnSteering(): void {
     this.#owners.clear();
     this.#replaced = false;
+    this.#writeSteering(this.#ports, this.#prefixes);
+  }
+
+  /**
+   * Makes the maps steer exactly `ports` and `prefixes`, whatever they hold
+   * now, such as another process's ports.
+   */
+  #writeSteering(ports: ReadonlySet<number>, prefixes: readonly Prefix[]) {
     const present = this.#state.maps.readPorts();
-    this.#state.maps.addPorts([...this.#ports].filter((p) => !present.has(p)));
-    this.#state.maps.removePorts(
-      [...present].filter((p) => !this.#ports.has(p)),
-    );
-    this.#writePrefixes(this.#prefixes, this.#state.maps.readPrefixes());
+    this.#state.maps.addPorts([...ports].filter((p) => !present.has(p)));
+    this.#state.maps.removePorts([...present].filter((p) => !ports.has(p)));
+    this.#writePrefixes(prefixes, this.#state.maps.readPrefixes());
   }
 
   #dispatch(fd: number, peer: SocketAddress | undefined): void {

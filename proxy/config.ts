@@ -276,12 +276,11 @@ function checkLoops(
     for (const [i, text] of item.Targets.entries()) {
       const target = parseTarget(text);
       if (typeof target === "string") continue;
+      if (!reachesProxy(target.hostname, settings)) continue;
       const owner = apps.find((other) =>
         other.ports.some((r) => target.port >= r.first && target.port <= r.last)
       );
-      if (owner === undefined || !reachesProxy(target.hostname, settings)) {
-        continue;
-      }
+      if (owner === undefined) continue;
       problems.push({
         path: `Apps[${appIndex}].Targets[${i}]`,
         message:
