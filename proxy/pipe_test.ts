@@ -60,6 +60,18 @@ function openPipeSockets() {
   return { listener, clientPeer, clientFd, targetFd, targetPeer };
 }
 
+/** Starts a pipe between the proxy's two sockets and returns its outcome. */
+function startPipe(
+  loop: EventLoop,
+  clientFd: number,
+  targetFd: number,
+): Promise<PipeResult> {
+  const done = Promise.withResolvers<PipeResult>();
+  new Pipe(loop, loop.watch(clientFd), loop.watch(targetFd), done.resolve)
+    .start();
+  return done.promise;
+}
+
 function sendText(fd: number, text: string): void {
   const bytes = encoder.encode(text);
   assert.equal(net().send(fd, bytes, bytes.length, MSG_NOSIGNAL), bytes.length);
@@ -88,14 +100,7 @@ Deno.test("Pipe delivers a held reply after a target reset", async () => {
   const trigger = symbols.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   const loop = new EventLoop();
   try {
-    const done = Promise.withResolvers<PipeResult>();
-    const pipe = new Pipe(
-      loop,
-      loop.watch(clientFd),
-      loop.watch(targetFd),
-      done.resolve,
-    );
-    pipe.start();
+    const done = startPipe(loop, clientFd, targetFd);
     // Runs between the target's and the client's events of one batch, so the
     // reply is held for the batch's end when the target resets.
     loop.watch(trigger, (watched: Watched) => {
@@ -113,7 +118,7 @@ Deno.test("Pipe delivers a held reply after a target reset", async () => {
       assert.equal(symbols.shutdown(clientPeer, SHUT_WR), 0);
     });
     assert.equal(await readAll(clientPeer), "reply");
-    const result = await done.promise;
+    const result = await done;
     assert.equal(result.end, "target reset");
     assert.equal(result.received, 5);
   } finally {
@@ -187,14 +192,7 @@ Deno.test("Pipe passes on a reset while the other side does not read", async (t)
         : [targetPeer, clientPeer];
       const loop = new EventLoop();
       try {
-        const done = Promise.withResolvers<PipeResult>();
-        const pipe = new Pipe(
-          loop,
-          loop.watch(clientFd),
-          loop.watch(targetFd),
-          done.resolve,
-        );
-        pipe.start();
+        const done = startPipe(loop, clientFd, targetFd);
         loop.start();
         // The reader never reads, so the pipe ends up holding bytes back.
         assert.ok(await flood(sender, 300) > 0);
@@ -203,7 +201,7 @@ Deno.test("Pipe passes on a reset while the other side does not read", async (t)
         // Delivery of the bytes kept back gives up after SALVAGE_LIMIT_MS.
         const timeout = Promise.withResolvers<"timed out">();
         const timer = setTimeout(() => timeout.resolve("timed out"), 4_000);
-        const result = await Promise.race([done.promise, timeout.promise]);
+        const result = await Promise.race([done, timeout.promise]);
         clearTimeout(timer);
         assert.notEqual(result, "timed out", "the pipe did not end");
         assert.equal((result as PipeResult).end, `${side} reset`);
