@@ -371,7 +371,8 @@ Deno.test(
     await using a = new TestServer(root.path, LOCALHOST_V4, () => "a");
     await a.frontend.apply(port);
     await delay(120);
-    // B and C take over within one ownership check, so A never sees B.
+    // B and C take over within one ownership check, so A never finds B in
+    // the sockmap.
     await using b = new TestServer(root.path, LOCALHOST_V4, () => "b");
     await b.frontend.apply(port);
     const c = new TestServer(root.path, LOCALHOST_V4, () => "c");

@@ -194,6 +194,7 @@ Deno.test({
         Targets: [b.target],
       }],
     });
+
     await using oldest = startBpfProxy(path);
     await oldest.waitForLog(/Started in bpf mode/);
     await using middle = startBpfProxy(middlePath);
@@ -208,10 +209,12 @@ Deno.test({
       newest.child.kill("SIGKILL");
       await newest.child.status;
     }
+
     await middle.waitForLog(/Took steering back/, 2_000);
     assert.equal(await roundTrip(32001, ""), "b");
     await delay(300);
     assert.doesNotMatch(oldest.stderr, /Took steering back/);
+
     assert.equal(await middle.stop("SIGTERM"), 0);
     await oldest.waitForLog(/Took steering back/, 2_000);
     assert.equal(await oldest.stop("SIGTERM"), 0);
