@@ -243,3 +243,19 @@ export const CONTENDERS: readonly Contender[] = [
 
 /** Id of the row that every ratio in the report divides by. */
 export const BASELINE_ID = "haproxy-1";
+
+/**
+ * Row ids in the order that a round measures them (every other round runs
+ * it backwards). The baseline sits between the two anyport rows, so each of
+ * them runs right before or after it in every round: the figures of one
+ * row moved by up to 20% between rounds, and a ratio of two rows measured
+ * half a minute apart picked up part of that drift.
+ */
+export const MEASURE_ORDER: readonly string[] = [
+  "direct",
+  "anyport",
+  BASELINE_ID,
+  "anyport-bpf",
+  "haproxy",
+  "nginx-1",
+];

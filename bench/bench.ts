@@ -6,7 +6,7 @@
  * bench/run.sh runs this inside a fresh network namespace after building
  * the C tools; running it directly would load the host's loopback.
  *
- * Environment: BENCH_SECONDS (default 5), BENCH_ROUNDS (default 5),
+ * Environment: BENCH_SECONDS (default 5), BENCH_ROUNDS (default 7),
  * BENCH_ONLY (comma-separated row ids, for trying out the harness).
  *
  * @module
@@ -20,6 +20,7 @@ import {
   CONTENDERS,
   ECHO_BACKEND_PORT,
   ECHO_PORT,
+  MEASURE_ORDER,
   startAnyport,
 } from "./_contenders.ts";
 import { runJson, Service, sleep, treeRssKiB } from "./_process.ts";
@@ -58,7 +59,7 @@ function readSettings(): RunSettings {
   return {
     seconds: number("BENCH_SECONDS", 5, 60),
     warmupSeconds: 1,
-    rounds: Math.round(number("BENCH_ROUNDS", 5, 9)),
+    rounds: Math.round(number("BENCH_ROUNDS", 7, 9)),
     conns: 32,
     idleConns: 5_000,
     startupPorts: 10_000,
@@ -133,6 +134,20 @@ function progress(message: string): void {
   Deno.stderr.writeSync(new TextEncoder().encode(`[${time}] ${message}\n`));
 }
 
+/**
+ * Returns `contenders` with their indices, in {@linkcode MEASURE_ORDER};
+ * rows that it does not name come last.
+ */
+function measureOrder(contenders: Contender[]): [number, Contender][] {
+  const rank = (id: string) => {
+    const index = MEASURE_ORDER.indexOf(id);
+    return index < 0 ? MEASURE_ORDER.length : index;
+  };
+  return [...contenders.entries()].sort(([, a], [, b]) =>
+    rank(a.id) - rank(b.id)
+  );
+}
+
 async function measureRows(
   contenders: Contender[],
   settings: RunSettings,
@@ -151,7 +166,7 @@ async function measureRows(
   for (let round = 1; round <= settings.rounds; round++) {
     // Every other round runs the rows in reverse order, so that a machine
     // that slows down or speeds up during the run favours no row.
-    const order = [...contenders.entries()];
+    const order = measureOrder(contenders);
     if (round % 2 === 0) order.reverse();
     for (const [i, contender] of order) {
       const row = rows[i]!;

@@ -182,7 +182,8 @@ function methodSection(results: Results): string[] {
     "loopback interface, one proxy at a time, against the same backends: " +
     "a single-threaded epoll echo server (`bench/echo.c`) and `iperf3 " +
     "--server`. The load generator is `bench/loadgen.c` (epoll, one " +
-    "thread). Rows are measured in turn, and the whole set is repeated " +
+    "thread). Rows are measured in turn, with the baseline between the two " +
+    "anyport rows, and the whole set is repeated " +
     `${s.rounds} times, in reverse order every other time. Each figure is ` +
     "the median over those rounds. Each ratio is the median of the ratios " +
     "within a round, so the machine getting faster or slower between " +
