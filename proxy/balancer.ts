@@ -15,12 +15,18 @@ export class Balancer {
 
   /**
    * Returns the targets to try, in order, skipping targets in back-off.
-   * Returns an empty list when every target is in back-off, as HAProxy
-   * does with all servers down, so a dead app costs no connect attempts.
+   *
+   * When every target is in back-off, returns those with no connect in
+   * flight, the one whose back-off ends first first, as Envoy does in panic
+   * mode: an app whose targets restarted is back with the first client after
+   * they listen again, not at the end of a back-off of up to
+   * `MaxBackoffMs`. At most one connect per target is then in flight, so a
+   * target that drops connects holds up one client at a time; clients that
+   * find every target busy that way get an empty list.
    */
   order(targets: readonly TargetState[], now: number): TargetState[] {
     const available = targets.filter((t) => t.isAvailable(now));
-    if (available.length === 0) return [];
+    if (available.length === 0) return this.#panicOrder(targets);
     const first = this.#pick(available);
     const start = this.#next++ % available.length;
     const rest: TargetState[] = [];
@@ -29,6 +35,12 @@ export class Balancer {
       if (target !== first) rest.push(target);
     }
     return [first, ...rest];
+  }
+
+  #panicOrder(targets: readonly TargetState[]): TargetState[] {
+    return targets.filter((t) => !t.probing).sort((a, b) =>
+      a.downUntil - b.downUntil
+    );
   }
 
   #pick(available: readonly TargetState[]): TargetState {

@@ -56,12 +56,31 @@ Deno.test("Balancer returns [] for no targets", () => {
   }
 });
 
-Deno.test("Balancer returns [] when all targets are down", () => {
+Deno.test("Balancer tries every target in back-off when all are down, soonest first", () => {
+  for (const policy of POLICIES) {
+    const targets = makeTargets(3);
+    targets[0]!.recordFailure(NOW, 30_000, 60_000);
+    targets[1]!.recordFailure(NOW, 10_000, 60_000);
+    targets[2]!.recordFailure(NOW, 20_000, 60_000);
+
+    const order = new Balancer(policy).order(targets, NOW);
+
+    assert.deepEqual(order, [targets[1], targets[2], targets[0]], policy);
+  }
+});
+
+Deno.test("Balancer skips targets with a connect in flight when all are down", () => {
   for (const policy of POLICIES) {
     const targets = makeTargets(3);
     targets.forEach(markDown);
+    targets[0]!.beginConnect();
+    targets[2]!.beginConnect();
+    const balancer = new Balancer(policy);
 
-    assert.deepEqual(new Balancer(policy).order(targets, NOW), [], policy);
+    assert.deepEqual(balancer.order(targets, NOW), [targets[1]], policy);
+
+    targets[1]!.beginConnect();
+    assert.deepEqual(balancer.order(targets, NOW), [], policy);
   }
 });
 

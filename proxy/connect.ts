@@ -162,7 +162,7 @@ function logStillDown(app: App, target: TargetState, period: number) {
   if (suppressed < 0) return;
   log.info(
     withSuppressed(
-      "Target {target} of app {app} still down; next probe in {backoffMs} ms",
+      "Target {target} of app {app} still down; back-off now {backoffMs} ms",
       suppressed,
     ),
     {

@@ -164,17 +164,42 @@ Deno.test("proxy closes the client promptly when all targets are down", async ()
   }
 });
 
-Deno.test("proxy retries a failed target after its back-off", async () => {
+Deno.test("proxy skips a failed target while another is up, until its back-off ends", async () => {
+  const [port, later, spare] = freePorts(3);
+  await using _spare = echoServer("127.0.0.1", spare);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    BackoffMs: 300,
+    Balance: "round-robin",
+    Apps: [{
+      Name: "a",
+      Ports: [port],
+      Targets: [`127.0.0.1:${later}`, `127.0.0.1:${spare}`],
+    }],
+  });
+  // Round-robin sends one of two clients to the refusing target first.
+  assert.equal(await roundTrip(port!, "x"), "x");
+  assert.equal(await roundTrip(port!, "x"), "x");
+  await using server = echoServer("127.0.0.1", later);
+  for (let i = 0; i < 4; i++) assert.equal(await roundTrip(port!, "x"), "x");
+  assert.equal(server.accepted, 0, "target reached during its back-off");
+  await delay(350);
+  for (let i = 0; i < 4; i++) assert.equal(await roundTrip(port!, "x"), "x");
+  assert.ok(server.accepted > 0, "target not tried after its back-off");
+});
+
+Deno.test("proxy tries a failed target at once when no other target is up", async () => {
   const [port, later] = freePorts(2);
   await using _proxy = await TestProxy.start({
     ...FAST_SETTINGS,
-    BackoffMs: 200,
+    BackoffMs: 60_000,
+    MaxBackoffMs: 60_000,
     Apps: [{ Name: "a", Ports: [port], Targets: [`127.0.0.1:${later}`] }],
   });
   assert.equal(await roundTrip(port!, "x"), "");
+  assert.equal(await roundTrip(port!, "x"), "", "a refusing target");
   await using _server = echoServer("127.0.0.1", later);
-  assert.equal(await roundTrip(port!, "x"), "", "target still in back-off");
-  await delay(250);
+  // In back-off for a minute, but it is the app's only target.
   assert.equal(await roundTrip(port!, "back"), "back");
 });
 
