@@ -33,17 +33,27 @@ export interface Config {
 
 const APP_KEYS = ["Name", "Ports", "Targets", "Balance"];
 
-/** Control characters (C0, DEL and C1), which a name must not contain. */
-const CONTROL = /\p{Cc}/u;
+/**
+ * Characters that a name must not contain: controls (C0, DEL and C1),
+ * invisible format characters such as text direction overrides and
+ * zero-width spaces, and the Unicode line and paragraph separators. In a
+ * log line, each can forge a line break or make text read backwards.
+ */
+const CONTROL = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
 
 /**
- * Quotes `text` as JSON does, and also escapes DEL and the C1 controls, which
- * JSON leaves as they are and a terminal may act on.
+ * Quotes `text` as JSON does, and also escapes the characters of
+ * {@linkcode CONTROL} that JSON leaves as they are, which a terminal may act
+ * on or display out of order.
  */
 function quoteControls(text: string): string {
   return JSON.stringify(text).replace(
-    /[\u007f-\u009f]/gu,
-    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+    /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu,
+    (c) =>
+      Array.from(
+        { length: c.length },
+        (_, i) => `\\u${c.charCodeAt(i).toString(16).padStart(4, "0")}`,
+      ).join(""),
   );
 }
 
@@ -184,7 +194,7 @@ function readApp(
       path: `${path}.Name`,
       message: `${
         quoteControls(value.Name as string)
-      } is not a name: remove the control characters, such as line breaks`,
+      } is not a name: remove the control and invisible characters, such as line breaks and text direction marks`,
     });
   } else {
     problems.push({

@@ -475,17 +475,37 @@ Deno.test("parseConfig() rejects a bad app name", async (t) => {
     [
       "a line break",
       "web\nINFO forged",
-      '"web\\nINFO forged" is not a name: remove the control characters, such as line breaks',
+      '"web\\nINFO forged" is not a name: remove the control and invisible characters, such as line breaks and text direction marks',
     ],
     [
       "a C1 control",
       "web\u009b31m",
-      '"web\\u009b31m" is not a name: remove the control characters, such as line breaks',
+      '"web\\u009b31m" is not a name: remove the control and invisible characters, such as line breaks and text direction marks',
     ],
     [
       "an escape",
       "web\u001b[31m",
-      '"web\\u001b[31m" is not a name: remove the control characters, such as line breaks',
+      '"web\\u001b[31m" is not a name: remove the control and invisible characters, such as line breaks and text direction marks',
+    ],
+    [
+      "a text direction override",
+      "evil\u202egnp.exe",
+      '"evil\\u202egnp.exe" is not a name: remove the control and invisible characters, such as line breaks and text direction marks',
+    ],
+    [
+      "a zero-width space",
+      "web\u200b",
+      '"web\\u200b" is not a name: remove the control and invisible characters, such as line breaks and text direction marks',
+    ],
+    [
+      "a line separator",
+      "web\u2028INFO forged",
+      '"web\\u2028INFO forged" is not a name: remove the control and invisible characters, such as line breaks and text direction marks',
+    ],
+    [
+      "a format character outside the first plane",
+      "web\u{e0001}",
+      '"web\\udb40\\udc01" is not a name: remove the control and invisible characters, such as line breaks and text direction marks',
     ],
   ];
   for (const [title, name, message] of rows) {
