@@ -2,6 +2,7 @@ import { readConfig } from "../proxy/config.ts";
 import { ConfigError, formatProblem } from "../proxy/config_error.ts";
 import { countPorts, mergeRanges } from "../proxy/ports.ts";
 import { counted } from "../proxy/plural.ts";
+import { withoutCall } from "../proxy/os_error.ts";
 import type { FrontendMode } from "../proxy/settings.ts";
 
 /**
@@ -35,7 +36,7 @@ export async function checkConfig(
       );
     } else {
       // deno-lint-ignore no-console
-      console.error(`${path}: cannot read: ${(error as Error).message}`);
+      console.error(`${path}: cannot read: ${withoutCall(error)}`);
     }
     return 1;
   }

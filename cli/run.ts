@@ -12,7 +12,7 @@ import type { FrontendMode } from "../proxy/settings.ts";
 import { explainMissingObject } from "../ebpf/missing_object.ts";
 import { warnOfPinnedSteering } from "./stale_steering.ts";
 import { logSuppressed } from "../proxy/rate_limit.ts";
-import { isResourceExhausted } from "../proxy/os_error.ts";
+import { isResourceExhausted, withoutCall } from "../proxy/os_error.ts";
 import { ReloadRetry } from "./reload_retry.ts";
 
 const log = getLogger(["anyport"]);
@@ -106,9 +106,10 @@ export async function runProxy(options: RunOptions): Promise<number> {
   });
   await reloading;
   log.info(
-    "Stopping: no new connections, draining {count} open connections for up to {drainMs} ms",
+    "Stopping: no new connections, draining {count} for up to {drainMs} ms",
     {
-      count: proxy.connections,
+      count: counted(proxy.connections, "open connection"),
+      open: proxy.connections,
       drainMs: proxy.config.settings.drainTimeoutMs,
     },
   );
@@ -125,12 +126,15 @@ export async function runProxy(options: RunOptions): Promise<number> {
  * The config file, with the text last applied, to skip events that change
  * nothing. A text whose reload failed is read and applied again on the next
  * event, so a failure fixed outside the file (a port freed) needs no edit.
+ * After a failed reload, the text in force is applied again too, so that
+ * restoring the file logs that the error is over.
  */
 class ConfigSource {
   readonly path: string;
   readonly #mode: FrontendMode | undefined;
   #lastText: string | undefined;
   #readText: string | undefined;
+  #failed = false;
 
   constructor(options: RunOptions) {
     this.path = options.configPath;
@@ -147,7 +151,9 @@ class ConfigSource {
   async read(onlyIfChanged: boolean): Promise<Config | undefined>;
   async read(onlyIfChanged = false): Promise<Config | undefined> {
     const text = await Deno.readTextFile(this.path);
-    if (onlyIfChanged && text === this.#lastText) return undefined;
+    if (onlyIfChanged && !this.#failed && text === this.#lastText) {
+      return undefined;
+    }
     this.#readText = text;
     return parseConfig(text, this.path, this.#mode);
   }
@@ -155,6 +161,12 @@ class ConfigSource {
   /** Records that the text read last is in force. */
   applied(): void {
     this.#lastText = this.#readText;
+    this.#failed = false;
+  }
+
+  /** Records that reading or applying the file failed. */
+  failed(): void {
+    this.#failed = true;
   }
 }
 
@@ -171,6 +183,7 @@ async function reloadConfig(
   try {
     config = await source.read(trigger === "file");
   } catch (error) {
+    source.failed();
     logConfigError(
       source.path,
       error,
@@ -187,10 +200,11 @@ async function reloadConfig(
     } else {
       log.info("Reloaded {path}: {changes}", {
         path: source.path,
-        changes: changes.join("; "),
+        changes: listChanges(changes),
       });
     }
   } catch (error) {
+    source.failed();
     log.error("Reload rejected, the running config stays in force: {error}", {
       error: (error as Error).message,
     });
@@ -238,7 +252,7 @@ function logConfigError(
   if (!(error instanceof ConfigError)) {
     write(`${action}: cannot read {path}: {error}`, {
       path,
-      error: (error as Error).message,
+      error: withoutCall(error),
     });
     return;
   }
@@ -256,6 +270,20 @@ function logConfigError(
       rest: counted(rest, "problem"),
     });
   }
+}
+
+/**
+ * Changes that a reload line names; a reload that adds thousands of apps
+ * would otherwise write a line of hundreds of KB, which journald and
+ * container log drivers cut or split.
+ */
+const MAX_LOGGED_CHANGES = 16;
+
+/** Joins the first {@linkcode MAX_LOGGED_CHANGES} changes and counts the rest. */
+function listChanges(changes: string[]): string {
+  const head = changes.slice(0, MAX_LOGGED_CHANGES).join("; ");
+  const rest = changes.length - MAX_LOGGED_CHANGES;
+  return rest > 0 ? `${head}; and ${counted(rest, "more change")}` : head;
 }
 
 /** Problems of a config that the log lists, one line each. */

@@ -72,6 +72,11 @@ export class ConnectionLimit {
   readonly #resume: () => void;
   #max: number;
   #paused = false;
+  /**
+   * When the pause in force was logged, so that its end is logged too; unset
+   * when the rate limit held that line back.
+   */
+  #loggedPauseAt: number | undefined;
 
   /**
    * @param pause stops every listener from accepting
@@ -106,6 +111,7 @@ export class ConnectionLimit {
       this.#pause();
       const suppressed = limiter.allow("connection limit", Date.now());
       if (suppressed < 0) return;
+      this.#loggedPauseAt = Date.now();
       log.warn(
         withSuppressed(
           "Connection limit reached: {count} open, so new ones wait in the listen backlog until some close. Raise MaxConnections or the open-file limit (ulimit -n) if this load is normal",
@@ -121,10 +127,17 @@ export class ConnectionLimit {
     } else if (this.#paused && open <= this.#max - resumeMargin(this.#max)) {
       this.#paused = false;
       this.#resume();
-      log.debug("Accepting again: {count} open", {
-        count: counted(open, "connection"),
-        open,
-      });
+      const pausedAt = this.#loggedPauseAt;
+      this.#loggedPauseAt = undefined;
+      const properties = { count: counted(open, "connection"), open };
+      if (pausedAt === undefined) {
+        log.debug("Accepting again: {count} open", properties);
+      } else {
+        log.info(
+          "Accepting again: {count} open, {pausedMs} ms after the connection limit was reached",
+          { ...properties, pausedMs: Date.now() - pausedAt },
+        );
+      }
     }
   }
 }

@@ -18,6 +18,16 @@ export function osErrno(error: unknown): number | undefined {
   return match === null ? undefined : Number(match[1]);
 }
 
+/**
+ * Returns the message of an error from a Deno file call without the call
+ * and path that Deno appends (": readfile '/etc/anyport/config.json'"), for
+ * a message that names the path itself.
+ */
+export function withoutCall(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.replace(/: [a-z]+ '[^']*'$/, "");
+}
+
 /** Returns whether `error` means the proxy ran out of a local resource. */
 export function isResourceExhausted(error: unknown): boolean {
   const errno = osErrno(error);

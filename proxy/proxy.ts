@@ -131,15 +131,19 @@ export class Proxy {
     const changes = describeChanges(this.#config, config);
     const old = this.#config.settings;
     const fixed: string[] = [];
-    if (config.settings.mode !== old.mode) fixed.push("Mode");
+    if (config.settings.mode !== old.mode) {
+      fixed.push(`Mode (${old.mode} -> ${config.settings.mode})`);
+    }
     if (!sameAddress(config.settings.listenAddress, old.listenAddress)) {
-      fixed.push("ListenAddress");
+      fixed.push(
+        `ListenAddress (${old.listenAddress} -> ${config.settings.listenAddress})`,
+      );
     }
     if (fixed.length > 0) {
       throw new Error(
         `Cannot change ${
           fixed.join(" or ")
-        } on reload: restart the proxy to apply it`,
+        } on reload, so no change in the file was applied: restart the proxy to apply them`,
       );
     }
     const previous = {
@@ -420,7 +424,7 @@ export class Proxy {
     if (suppressed < 0) return;
     log.error(
       withSuppressed(
-        "Target {target} of app {app} leads back to this proxy (port {port}): reset the looping connection and put the target into back-off; point the target at the server instead",
+        "Target {target} of app {app} leads back to this proxy (port {port}): the looping connection was reset and the target put into back-off; point the target at the server instead",
         suppressed,
       ),
       { target: looped.target, app: looped.app, port, suppressed },

@@ -102,7 +102,7 @@ Deno.test("anyport stops accepting at the default connection limit", async () =>
     Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
   });
   // (128 descriptors - 64 reserved - 1 listener) / 2 per connection
-  await using proxy = new ProxyProcess(path, ["--log-level", "warning"], 128);
+  await using proxy = new ProxyProcess(path, ["--no-access-log"], 128);
   await waitFor(() => accepts(port!), 10_000, "proxy to accept");
   const openConns: Deno.TcpConn[] = [];
   for (let i = 0; i < 150; i++) openConns.push(await connect(port!));
@@ -114,6 +114,9 @@ Deno.test("anyport stops accepting at the default connection limit", async () =>
     async () => (await roundTrip(port!, "alive").catch(() => "")) === "alive",
     5_000,
     "proxy to serve again",
+  );
+  await proxy.waitForLog(
+    /Accepting again: \d+ connections? open, \d+ ms after the connection limit was reached/,
   );
 });
 
@@ -346,6 +349,49 @@ Deno.test("anyport applies a rejected config again when the file is saved", asyn
   await Deno.writeTextFile(path, text);
   await proxy.waitForLog(/Reloaded .*ports added/);
   assert.equal(await roundTrip(taken!, "now"), "now");
+});
+
+Deno.test("anyport logs that a rejected file was restored", async () => {
+  await using echo = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [echo.target] }],
+  });
+  const text = await Deno.readTextFile(path);
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  await Deno.writeTextFile(path, "{");
+  await proxy.waitForLog(/Reload rejected/);
+
+  await Deno.writeTextFile(path, text);
+  await proxy.waitForLog(/Reloaded .*: no changes/);
+});
+
+Deno.test("anyport names the first 16 changes of a reload", async () => {
+  await using echo = echoServer();
+  const ports = freePorts(20);
+  const apps = ports.map((port, i) => ({
+    Name: `app${i}`,
+    Ports: [port],
+    Targets: [echo.target],
+  }));
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    Apps: apps.slice(0, 1),
+  });
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(ports[0]!), 10_000, "proxy to accept");
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify({ ...FAST_SETTINGS, Apps: apps }),
+  );
+
+  // 19 apps added, then the connection limit, which 19 more ports lower.
+  await proxy.waitForLog(
+    /Reloaded .*app "app16" added[^;]*; and 4 more changes/,
+  );
+  assert.doesNotMatch(proxy.stderr, /app "app17"/);
 });
 
 Deno.test("anyport logs the first 50 problems of a config", async () => {

@@ -893,7 +893,7 @@ Deno.test("proxy reload names every setting that needs a restart", async () => {
       ListenAddress: "::2",
       Apps: [app],
     }),
-    /Cannot change Mode or ListenAddress on reload/,
+    /Cannot change Mode \(listeners -> bpf\) or ListenAddress \(::1 -> ::2\) on reload, so no change in the file was applied/,
   );
   // Another spelling of the same address needs no restart.
   await proxy.reload({
