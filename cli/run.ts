@@ -44,14 +44,19 @@ export async function runProxy(options: RunOptions): Promise<number> {
   const started = Promise.withResolvers<Proxy | undefined>();
   let reloading = started.promise.then(() => {});
   const retry = new ReloadRetry(() => reload("file"));
-  const reload = (trigger: ReloadTrigger) => {
+  let settle: ReturnType<typeof setTimeout> | undefined;
+  const reload = (trigger: ReloadTrigger | "settled") => {
     retry.cancel();
+    clearTimeout(settle);
     reloading = reloading.then(async () => {
       const proxy = await started.promise;
       if (proxy === undefined) return;
       const outcome = await reloadConfig(proxy, source, trigger);
       if (outcome === "retry") retry.schedule();
       else retry.reset();
+      if (outcome === "settle") {
+        settle = setTimeout(() => reload("settled"), SETTLE_MS);
+      }
     });
   };
   const stopWatching = watchConfig(options.configPath, reload);
@@ -100,6 +105,7 @@ export async function runProxy(options: RunOptions): Promise<number> {
   clearInterval(summaries);
   stopWatching();
   retry.cancel();
+  clearTimeout(settle);
   // SIGHUP ends the process by default, so it stays handled while draining.
   Deno.addSignalListener("SIGHUP", () => {
     log.warning("Reload ignored: the proxy is stopping");
@@ -171,18 +177,29 @@ class ConfigSource {
 }
 
 /**
+ * Time a file that a change event left unreadable or invalid gets to become
+ * valid before the error is logged, in ms. An editor or `cat >` that writes
+ * in place shows the file empty or half written for a moment, and the rest
+ * of the write brings another event.
+ */
+const SETTLE_MS = 1_000;
+
+/**
  * Reads the config and applies it. Returns `"retry"` when it failed for lack
- * of a local resource, which may come back.
+ * of a local resource, which may come back, and `"settle"` when a file event
+ * found the file unreadable or invalid, to read it again after
+ * {@linkcode SETTLE_MS} unless another event comes first.
  */
 async function reloadConfig(
   proxy: Proxy,
   source: ConfigSource,
-  trigger: ReloadTrigger,
-): Promise<"done" | "retry"> {
+  trigger: ReloadTrigger | "settled",
+): Promise<"done" | "retry" | "settle"> {
   let config: Config | undefined;
   try {
-    config = await source.read(trigger === "file");
+    config = await source.read(trigger !== "signal");
   } catch (error) {
+    if (trigger === "file" && !isResourceExhausted(error)) return "settle";
     source.failed();
     logConfigError(
       source.path,

@@ -368,6 +368,29 @@ Deno.test("anyport logs that a rejected file was restored", async () => {
   await proxy.waitForLog(/Reloaded .*: no changes/);
 });
 
+Deno.test("anyport waits for a file written in two parts before judging it", async () => {
+  await using echo = echoServer();
+  const [port, added] = freePorts(2);
+  const config = {
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [echo.target] }],
+  };
+  const path = await writeConfigFile(config);
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  const text = JSON.stringify({
+    ...config,
+    Apps: [{ Name: "a", Ports: [port, added], Targets: [echo.target] }],
+  });
+  // The first half stays alone longer than the watcher's 200 ms debounce.
+  await Deno.writeTextFile(path, text.slice(0, 30));
+  await delay(500);
+  await Deno.writeTextFile(path, text);
+
+  await proxy.waitForLog(/Reloaded .*ports added/);
+  assert.doesNotMatch(proxy.stderr, /Reload rejected/);
+});
+
 Deno.test("anyport names the first 16 changes of a reload", async () => {
   await using echo = echoServer();
   const ports = freePorts(20);
