@@ -290,7 +290,7 @@ function logConfigError(
 }
 
 /**
- * Changes that a reload line names; a reload that adds thousands of apps
+ * Changes that a reload line names. A reload that adds thousands of apps
  * would otherwise write a line of hundreds of KB, which journald and
  * container log drivers cut or split.
  */

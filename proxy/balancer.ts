@@ -17,12 +17,12 @@ export class Balancer {
    * Returns the targets to try, in order, skipping targets in back-off.
    *
    * When every target is in back-off, returns those with no connect in
-   * flight, the one whose back-off ends first first, as Envoy does in panic
-   * mode: an app whose targets restarted is back with the first client after
-   * they listen again, not at the end of a back-off of up to
-   * `MaxBackoffMs`. At most one connect per target is then in flight, so a
-   * target that drops connects holds up one client at a time; clients that
-   * find every target busy that way get an empty list.
+   * flight, ordered by the end of their back-off, as Envoy does in panic
+   * mode. So an app whose targets restarted is back with the first client
+   * after they listen again, not at the end of a back-off of up to
+   * `MaxBackoffMs`. A target that drops connects then holds up one client at
+   * a time. Clients that find a connect in flight to every target get an
+   * empty list.
    */
   order(targets: readonly TargetState[], now: number): TargetState[] {
     const available = targets.filter((t) => t.isAvailable(now));
