@@ -32,6 +32,7 @@ const SYMBOLS = {
   write: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   listen: { parameters: ["i32", "i32"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   setsockopt: {
     parameters: ["i32", "i32", "i32", "buffer", "u32"],

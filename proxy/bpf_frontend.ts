@@ -28,18 +28,7 @@ import type { Counters } from "../ebpf/steering_maps.ts";
 import { MAX_PREFIXES } from "../ebpf/layout.ts";
 import { firstOf } from "./plural.ts";
 import { getSockOptInt, SO_COOKIE, SOL_SOCKET } from "../ffi/libc.ts";
-import { findListenerFd } from "../ffi/socket_fd.ts";
-
-/**
- * Bind address of the one proxy socket. Only an IPv6 socket can take steered
- * connections of both families, and only if it is not IPv6-only, because
- * bpf_sk_assign rejects IPv4 connections for IPv6-only sockets. Linux makes
- * a socket IPv6-only when it binds to a plain IPv6 address such as `::1`,
- * but not for a v4-mapped one. Unlike `::`, this address also keeps the
- * socket reachable without BPF only from this host, on 127.0.0.1. Port 0
- * lets the kernel pick a free port, so it never collides with a port in use.
- */
-const BIND_HOSTNAME = "::ffff:127.0.0.1";
+import { openProxySocket, type ProxySocket } from "./proxy_socket.ts";
 
 /**
  * After another process takes the sockmap over, connections that the kernel
@@ -98,7 +87,7 @@ export interface BpfFrontendOptions {
  */
 export class BpfFrontend implements Frontend, AsyncDisposable {
   readonly #state: PinnedState;
-  readonly #listener: Deno.TcpListener;
+  readonly #listener: ProxySocket;
   readonly #fd: number;
   readonly #cookie: bigint;
   readonly #onConn: ConnHandler;
@@ -125,13 +114,13 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
 
   private constructor(
     state: PinnedState,
-    listener: Deno.TcpListener,
+    listener: ProxySocket,
     onConn: ConnHandler,
   ) {
     this.#state = state;
     this.#listener = listener;
     this.#onConn = onConn;
-    this.#fd = findListenerFd(listener);
+    this.#fd = listener.fd;
     this.#cookie = getSockOptInt(this.#fd, SOL_SOCKET, SO_COOKIE, 8);
     this.#ports = state.maps.readPorts();
   }
@@ -145,10 +134,12 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
    * to provide it: libbpf, privileges, a bpffs or sk_lookup support
    */
   static open(options: BpfFrontendOptions): BpfFrontend {
-    const state = attachSteering(options.pinRoot ?? DEFAULT_PIN_ROOT);
-    let listener: Deno.TcpListener | undefined;
+    // The socket first, so that a host where it cannot open gets no program
+    // attached and pinned.
+    const listener = openProxySocket();
+    let state: PinnedState | undefined;
     try {
-      listener = listen();
+      state = attachSteering(options.pinRoot ?? DEFAULT_PIN_ROOT);
       const frontend = new BpfFrontend(state, listener, options.onConn);
       frontend.#prefixes = [...options.prefixes];
       let loop = options.loop;
@@ -165,8 +156,8 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       );
       return frontend;
     } catch (error) {
-      listener?.close();
-      state[Symbol.dispose]();
+      listener.close();
+      state?.[Symbol.dispose]();
       throw error;
     }
   }
@@ -573,19 +564,6 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
 const localBuffer = new Uint8Array(SOCKADDR_SIZE);
 const localLength = new Uint32Array(1);
 const localLengthBytes = new Uint8Array(localLength.buffer);
-
-function listen(): Deno.TcpListener {
-  try {
-    return Deno.listen({ hostname: BIND_HOSTNAME, port: 0 });
-  } catch (error) {
-    throw new Error(
-      `Cannot open the proxy socket on [${BIND_HOSTNAME}]:0: ` +
-        `${(error as Error).message}; BPF mode needs IPv6 sockets, so ` +
-        `boot without ipv6.disable=1`,
-      { cause: error },
-    );
-  }
-}
 
 function sameBytes(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
   if (a.length !== b.length) return false;

@@ -100,6 +100,30 @@ Deno.test("BpfFrontend steers IPv6 connections", NEEDS_ROOT, async () => {
 });
 
 Deno.test(
+  "BpfFrontend steers both families where bindv6only is 1",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    // A setting of the test's network namespace, so the host keeps its own.
+    const setting = "/proc/sys/net/ipv6/bindv6only";
+    const original = Deno.readTextFileSync(setting);
+    Deno.writeTextFileSync(setting, "1");
+    try {
+      await using server = new TestServer(root.path, [
+        ...LOCALHOST_V4,
+        parsePrefix("::1/128"),
+      ]);
+      await server.frontend.apply([{ first: 30250, last: 30250 }]);
+
+      assert.deepEqual(await request("127.0.0.1", 30250), "30250");
+      assert.deepEqual(await request("::1", 30250), "30250");
+    } finally {
+      Deno.writeTextFileSync(setting, original);
+    }
+  },
+);
+
+Deno.test(
   "BpfFrontend.apply() changes the steered addresses",
   NEEDS_ROOT,
   async () => {
