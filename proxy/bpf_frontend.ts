@@ -26,7 +26,7 @@ import {
 } from "../ebpf/pinned_state.ts";
 import type { Counters } from "../ebpf/steering_maps.ts";
 import { MAX_PREFIXES } from "../ebpf/layout.ts";
-import { firstOf } from "./plural.ts";
+import { counted, firstOf } from "./plural.ts";
 import { getSockOptInt, SO_COOKIE, SOL_SOCKET } from "../ffi/libc.ts";
 import { openProxySocket, type ProxySocket } from "./proxy_socket.ts";
 
@@ -227,6 +227,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       await this.#drain();
     }
     const attached = this.#isAttached();
+    const olderWaiting = cookie === this.#cookie && this.#olderWaiting();
     // Closing the socket also removes it from the sockmap, in the kernel.
     this.#acceptor?.close();
     this.#listener.close();
@@ -235,10 +236,27 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     logger.info("Closed proxy socket {address}", {
       address: formatHostPort(this.addr.hostname, this.addr.port),
     });
-    if (cookie === this.#cookie && attached) {
+    if (cookie === this.#cookie && attached && olderWaiting) {
+      logger.info(
+        "An older anyport process still runs and takes steering back within {maxMs} ms; until then connections to steered ports are refused",
+        { maxMs: 3 * OWNERSHIP_CHECK_MS },
+      );
+    } else if (cookie === this.#cookie && attached) {
       logger.info(
         "BPF steering stays attached: connections to steered ports are refused until anyport starts again or anyport bpf detach removes it",
       );
+    }
+  }
+
+  /** Returns whether a process that this one took the sockmap over from still listens. */
+  #olderWaiting(): boolean {
+    if (this.#displaced.size === 0) return false;
+    try {
+      return readLocalListeners().some((listener) =>
+        this.#displaced.has(listener.cookie)
+      );
+    } catch {
+      return false;
     }
   }
 
@@ -469,7 +487,15 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     if (!this.#state.maps.claimSocket(this.#fd)) return;
     this.#restoreOwnSteering();
     logger.warn(
-      "Took steering back: the anyport process that owned it is gone",
+      "Took steering back: the anyport process that owned it is gone; steering this process's {count} on {prefixes}",
+      {
+        count: counted(this.#ports.size, "port"),
+        ports: this.#ports.size,
+        prefixes: firstOf(
+          this.#prefixes.map(formatPrefix),
+          MAX_LOGGED_PREFIXES,
+        ),
+      },
     );
   }
 

@@ -134,7 +134,11 @@ export class Proxy {
     if (config.settings.mode !== old.mode) {
       fixed.push(`Mode (${old.mode} -> ${config.settings.mode})`);
     }
-    if (!sameAddress(config.settings.listenAddress, old.listenAddress)) {
+    // BPF mode has one socket on a fixed address, so ListenAddress is unused.
+    if (
+      old.mode === "listeners" &&
+      !sameAddress(config.settings.listenAddress, old.listenAddress)
+    ) {
       fixed.push(
         `ListenAddress (${old.listenAddress} -> ${config.settings.listenAddress})`,
       );

@@ -155,6 +155,35 @@ Deno.test({
 
 Deno.test({
   ...BPF,
+  name:
+    "anyport in BPF mode reloads a changed ListenAddress, which it does not use",
+  async fn() {
+    requireTestNamespace();
+    await using a = nameServer("a");
+    await using b = nameServer("b");
+    const config = bpfConfig(a.target, b.target);
+    const path = await writeConfigFile(config);
+    await using proxy = startBpfProxy(path);
+    await proxy.waitForLog(/Started in bpf mode/);
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({
+        ...config,
+        ListenAddress: "::2",
+        ConnectTimeoutMs: 600,
+      }),
+    );
+
+    await proxy.waitForLog(/Reloaded .*ConnectTimeoutMs: 500 -> 600/);
+    assert.doesNotMatch(proxy.stderr, /Reload rejected/);
+    assert.equal(await roundTrip(A_PORTS.first, ""), "a");
+    assert.equal(await proxy.stop("SIGTERM"), 0);
+    await detachAll();
+  },
+});
+
+Deno.test({
+  ...BPF,
   name: "anyport in BPF mode takes steering back when the newer process stops",
   async fn() {
     requireTestNamespace();
@@ -168,8 +197,13 @@ Deno.test({
       await newer.waitForLog(/Started in bpf mode/);
       await older.waitForLog(/Another anyport process took steering over/);
       assert.equal(await newer.stop("SIGTERM"), 0);
+      assert.match(newer.stderr, /An older anyport process still runs/);
+      assert.doesNotMatch(newer.stderr, /BPF steering stays attached/);
     }
-    await older.waitForLog(/Took steering back/, 2_000);
+    await older.waitForLog(
+      /Took steering back.*steering this process's \d+ ports on 127\.0\.0\.1\/32, ::1\/128/,
+      2_000,
+    );
     assert.equal(await roundTrip(A_PORTS.first + 7, ""), "a");
     assert.equal(await older.stop("SIGTERM"), 0);
     await detachAll();
