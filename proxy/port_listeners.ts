@@ -6,6 +6,7 @@ import { findListenerFd } from "../ffi/socket_fd.ts";
 import { formatHostPort } from "./address.ts";
 import { expandRanges } from "./ports.ts";
 import { isResourceExhausted } from "./os_error.ts";
+import { readLocalListeners } from "./local_listeners.ts";
 
 const log = getLogger(["anyport", "listener"]);
 
@@ -87,7 +88,7 @@ export class PortListeners implements Frontend {
       const fix = isResourceExhausted(error)
         ? `${portCount} ports need as many descriptors, plus two per connection: raise the limit (ulimit -n, systemd LimitNOFILE) or use "Mode": "bpf", which needs one socket`
         : error instanceof Deno.errors.AddrInUse
-        ? "stop the process that uses the port or remove the port from the config"
+        ? addressInUseFix(port)
         : "check ListenAddress and the port";
       throw new Error(
         `Cannot listen on ${formatHostPort(this.hostname, port)}: ${
@@ -129,4 +130,25 @@ export class PortListeners implements Frontend {
       // Already closed.
     }
   }
+}
+
+/**
+ * Returns what to do about a port in use. With no socket listening on it,
+ * connections of this host use it as their local port, which happens to
+ * app ports inside the ephemeral port range, for example after BPF mode,
+ * where nothing listens on them.
+ */
+function addressInUseFix(port: number): string {
+  let listening = true;
+  try {
+    listening = readLocalListeners().some((listener) => listener.port === port);
+  } catch {
+    // Without sock_diag, the usual cause is the likely one.
+  }
+  return listening
+    ? "stop the process that uses the port or remove the port from the config"
+    : "no socket listens on it, so connections, open or in TIME_WAIT, use it " +
+      "as their local port: reserve the app ports with " +
+      "net.ipv4.ip_local_reserved_ports, or move them out of " +
+      "net.ipv4.ip_local_port_range";
 }

@@ -404,3 +404,14 @@ export async function writeConfigFile(
   await Deno.writeTextFile(path, JSON.stringify(config, null, 2));
   return path;
 }
+
+/** Returns whether this process is root in a network namespace with only loopback. */
+export function inTestNamespace(): boolean {
+  if (!isRoot()) return false;
+  const interfaces = Deno.readTextFileSync("/proc/self/net/dev")
+    .split("\n")
+    .slice(2)
+    .map((line) => line.split(":")[0]?.trim())
+    .filter((name) => name !== undefined && name !== "");
+  return interfaces.every((name) => name === "lo");
+}

@@ -10,7 +10,7 @@ import {
   echoServer,
   FAST_SETTINGS,
   freePorts,
-  isRoot,
+  inTestNamespace,
   ProxyProcess,
   readToEnd,
   ROOT,
@@ -758,17 +758,6 @@ Deno.test("anyport delivers a reply sent during an upload before a target reset"
     await new Promise((resolve) => target.close(resolve));
   }
 });
-
-/** Returns whether this process is root in a network namespace with only loopback. */
-function inTestNamespace(): boolean {
-  if (!isRoot()) return false;
-  const interfaces = Deno.readTextFileSync("/proc/self/net/dev")
-    .split("\n")
-    .slice(2)
-    .map((line) => line.split(":")[0]?.trim())
-    .filter((name) => name !== undefined && name !== "");
-  return interfaces.every((name) => name === "lo");
-}
 
 async function ip(...args: string[]): Promise<void> {
   const { success, stderr } = await new Deno.Command("ip", {

@@ -9,6 +9,7 @@ import {
   echoServer,
   FAST_SETTINGS,
   freePorts,
+  inTestNamespace,
   isRoot,
   nameServer,
   readAll,
@@ -874,6 +875,37 @@ Deno.test({
       end!.error instanceof Deno.errors.ConnectionReset,
       `target saw ${end!.error}; want ConnectionReset`,
     );
+  },
+});
+
+Deno.test({
+  name: "proxy start names a port in use as a local port of a connection",
+  // It narrows the ephemeral port range of the test's network namespace.
+  ignore: !inTestNamespace(),
+  async fn() {
+    await using target = echoServer();
+    const [port] = freePorts(1);
+    const rangeFile = "/proc/sys/net/ipv4/ip_local_port_range";
+    const original = Deno.readTextFileSync(rangeFile);
+    Deno.writeTextFileSync(rangeFile, `${port} ${port}`);
+    let client: Deno.TcpConn;
+    try {
+      // The kernel gives the client the only port of the range.
+      client = await connect(target.port);
+    } finally {
+      Deno.writeTextFileSync(rangeFile, original);
+    }
+    try {
+      await assert.rejects(
+        TestProxy.start({
+          ...FAST_SETTINGS,
+          Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+        }),
+        /Address already in use.*no socket listens on it.*ip_local_reserved_ports/,
+      );
+    } finally {
+      closeQuietly(client);
+    }
   },
 });
 
