@@ -200,10 +200,32 @@ export function detachSteering(pinRoot: string): boolean {
   return true;
 }
 
+/** An embedded BPF object that libbpf cannot open. */
+class InvalidObjectError extends Error {}
+
+/**
+ * Opens this build's program.
+ *
+ * @throws {InvalidObjectError} naming the object and the build step when
+ * libbpf rejects it, such as a file cut short or overwritten
+ */
+function openSteerObject(): BpfObject {
+  try {
+    return BpfObject.open(STEER_OBJECT);
+  } catch (error) {
+    throw new InvalidObjectError(
+      `The BPF program ebpf/steer.bpf.o built into anyport is invalid ` +
+        `(${errorMessage(error)}): rebuild it with ebpf/build.sh, then ` +
+        `start anyport again (compiled binaries: rebuild them too)`,
+      { cause: error },
+    );
+  }
+}
+
 /** Loads this build's program with the pinned maps and swaps it in. */
 function reuse(state: PinnedState): PinnedState {
   try {
-    using object = BpfObject.open(STEER_OBJECT);
+    using object = openSteerObject();
     for (const name of MAP_NAMES) {
       object.map(name).reuseFd(state.maps.fd(name));
     }
@@ -213,6 +235,7 @@ function reuse(state: PinnedState): PinnedState {
     return state;
   } catch (error) {
     state[Symbol.dispose]();
+    if (error instanceof InvalidObjectError) throw error;
     throw new Error(
       `Cannot reuse the BPF state pinned in "${state.path}": ` +
         `${errorMessage(error)}; remove it with "anyport bpf detach"`,
@@ -229,7 +252,7 @@ function reuse(state: PinnedState): PinnedState {
  */
 function createPins(pinRoot: string, path: string): boolean {
   const temporary = `${pinRoot}/${temporaryPrefix()}${Deno.pid}`;
-  using object = BpfObject.open(STEER_OBJECT);
+  using object = openSteerObject();
   object.load();
   const netnsFd = openReadOnly("/proc/self/ns/net");
   try {

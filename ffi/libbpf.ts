@@ -179,7 +179,9 @@ function logLibbpfMessage(
     args,
   );
   const end = Math.min(Math.max(length, 0), buffer.length - 1);
-  const text = new TextDecoder().decode(buffer.subarray(0, end)).trimEnd();
+  // libbpf starts most lines with its own "libbpf: ", which the log adds.
+  const text = new TextDecoder().decode(buffer.subarray(0, end)).trimEnd()
+    .replace(/^libbpf: /, "");
   if (level === LIBBPF_WARN) logger.warn("libbpf: {text}", { text });
   else logger.debug("libbpf: {text}", { text });
   return 0;

@@ -155,6 +155,54 @@ Deno.test({
 
 Deno.test({
   ...BPF,
+  name: "anyport in BPF mode names the build step for an invalid object",
+  async fn() {
+    requireTestNamespace();
+    // A copy of the program whose BPF object is cut short.
+    const copy = await Deno.makeTempDir({ prefix: "anyport-test-" });
+    try {
+      for (const name of ["main.ts", "deno.json", "deno.lock"]) {
+        await Deno.copyFile(`${ROOT}${name}`, `${copy}/${name}`);
+      }
+      for (const dir of ["cli", "ebpf", "ffi", "proxy"]) {
+        await copyDir(`${ROOT}${dir}`, `${copy}/${dir}`);
+      }
+      const object = await Deno.readFile(`${ROOT}ebpf/steer.bpf.o`);
+      await Deno.writeFile(`${copy}/ebpf/steer.bpf.o`, object.subarray(0, 64));
+      const path = await writeConfigFile(
+        bpfConfig("a.invalid:1", "b.invalid:1"),
+      );
+      const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-all", `${copy}/main.ts`, "-c", path],
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(stderr);
+
+      assert.equal(code, 1, text);
+      assert.match(text, /ebpf\/steer\.bpf\.o built into anyport is invalid/);
+      assert.match(text, /rebuild it with ebpf\/build\.sh/);
+      assert.doesNotMatch(text, /libbpf: libbpf:/);
+    } finally {
+      await Deno.remove(copy, { recursive: true });
+      await detachAll();
+    }
+  },
+});
+
+async function copyDir(from: string, to: string): Promise<void> {
+  await Deno.mkdir(to, { recursive: true });
+  for await (const entry of Deno.readDir(from)) {
+    if (entry.isDirectory) {
+      await copyDir(`${from}/${entry.name}`, `${to}/${entry.name}`);
+    } else if (entry.isFile) {
+      await Deno.copyFile(`${from}/${entry.name}`, `${to}/${entry.name}`);
+    }
+  }
+}
+
+Deno.test({
+  ...BPF,
   name:
     "anyport in BPF mode reloads a changed ListenAddress, which it does not use",
   async fn() {
