@@ -400,8 +400,12 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       logger.debug("Listing local listeners failed: {error}", { error });
       return;
     }
+    // The proxy sockets of anyport processes that owned steering before
+    // this one pick their ports from the ephemeral range too.
+    const proxySockets = new Set([...this.#displaced, ...this.#owners]);
     const shadowed = listeners.filter((listener) =>
       steered.has(listener.port) &&
+      !proxySockets.has(listener.cookie) &&
       !(listener.port === this.addr.port && proxyAddress !== undefined &&
         sameBytes(listener.address, proxyAddress)) &&
       (listener.address.every((byte) => byte === 0) ||

@@ -139,9 +139,13 @@ function hostBitsClear(address: Uint8Array, length: number): boolean {
   return true;
 }
 
-/** Formats 4 or 16 address bytes, using the shortest IPv6 form. */
+/**
+ * Formats 4 or 16 address bytes, using the shortest IPv6 form, with an
+ * IPv4-mapped address in its dotted form (`::ffff:127.0.0.1`).
+ */
 export function formatAddress(address: Uint8Array): string {
   if (address.length === 4) return address.join(".");
+  if (isMapped(address)) return `::ffff:${address.subarray(12).join(".")}`;
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) {
     groups.push((address[i]! << 8) | address[i + 1]!);
@@ -159,4 +163,10 @@ export function formatAddress(address: Uint8Array): string {
   const head = hex.slice(0, bestStart).join(":");
   const tail = hex.slice(bestStart + bestLength).join(":");
   return `${head}::${tail}`;
+}
+
+/** Returns whether a 16-byte address is an IPv4-mapped one, `::ffff:a.b.c.d`. */
+function isMapped(address: Uint8Array): boolean {
+  for (let i = 0; i < 10; i++) if (address[i] !== 0) return false;
+  return address[10] === 0xff && address[11] === 0xff;
 }

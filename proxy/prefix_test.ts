@@ -258,7 +258,9 @@ Deno.test("formatPrefix() writes the RFC 5952 IPv6 form", async (t) => {
     // A single zero group stays as 0.
     ["2001:db8:0:1:1:1:1:1/128", "2001:db8:0:1:1:1:1:1/128"],
     ["1:2:3:4:5:6:7::/128", "1:2:3:4:5:6:7:0/128"],
-    ["::ffff:0.0.0.0/96", "::ffff:0:0/96"],
+    // IPv4-mapped addresses keep the dotted form that RFC 5952 recommends.
+    ["::ffff:0.0.0.0/96", "::ffff:0.0.0.0/96"],
+    ["::ffff:7f00:1/128", "::ffff:127.0.0.1/128"],
   ];
   for (const [text, formatted] of rows) {
     await t.step(text, () => {

@@ -398,6 +398,37 @@ Deno.test({
 
 Deno.test({
   ...BPF,
+  name: "anyport takes over without naming the older proxy socket",
+  async fn() {
+    requireTestNamespace();
+    await using a = nameServer("a");
+    await using b = nameServer("b");
+    const config = bpfConfig(a.target, b.target);
+    await using older = startBpfProxy(await writeConfigFile(config));
+    await older.waitForLog(/Started in bpf mode/);
+    const socket = /Steering to proxy socket \[::ffff:127\.0\.0\.1\]:(\d+)/
+      .exec(older.stderr);
+    assert.ok(socket, older.stderr);
+    // The newer config steers the port of the older process's socket.
+    const port = Number(socket[1]);
+    const apps = [...config.Apps, {
+      Name: "c",
+      Ports: [port],
+      Targets: [a.target],
+    }];
+    const path = await writeConfigFile({ ...config, Apps: apps });
+    await using newer = startBpfProxy(path);
+    await newer.waitForLog(/Started in bpf mode/);
+
+    assert.doesNotMatch(newer.stderr, /Other sockets listen on steered ports/);
+    assert.equal(await newer.stop("SIGTERM"), 0);
+    assert.equal(await older.stop("SIGTERM"), 0);
+    await detachAll();
+  },
+});
+
+Deno.test({
+  ...BPF,
   name: "anyport warns of other listeners on steered ports",
   async fn() {
     requireTestNamespace();
