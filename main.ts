@@ -21,7 +21,8 @@ Usage:
   anyport check [--config PATH | PATH] [--mode MODE]
                                   validate a config file and exit
   anyport bpf status [--json] [--pin-root DIR]
-                                  show the BPF steering state of this network namespace
+                                  show the BPF steering state of this network
+                                  namespace; exits 3 if no proxy gets its connections
   anyport bpf detach [--pin-root DIR]
                                   remove the BPF program's link and pins
 

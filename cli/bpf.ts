@@ -5,7 +5,9 @@ import { formatBpfStatus, readBpfStatus } from "./bpf_status.ts";
 const USAGE = `Usage: anyport bpf status|detach [--json] [--pin-root DIR]
 
   status      show the BPF steering state of this network namespace: link,
-              program, proxy socket, ports, prefixes and counters
+              program, proxy socket, ports, prefixes and counters; exits 3
+              when no proxy gets steered connections (nothing attached, or
+              no proxy socket)
   detach      detach the steering program and remove its pins; a running
               proxy stops receiving steered connections
   --json      print JSON instead of text
@@ -36,7 +38,8 @@ interface BpfArgs {
  * Runs `anyport bpf status|detach [--json] [--pin-root DIR]`.
  *
  * @param args the arguments after `bpf`
- * @returns the exit code: 0 on success, 1 on failure, 2 for invalid usage
+ * @returns the exit code: 0 on success, 1 on failure, 2 for invalid usage,
+ * and 3 from `status` when no proxy gets steered connections
  */
 export function runBpfCommand(
   args: string[],
@@ -48,21 +51,33 @@ export function runBpfCommand(
     return Promise.resolve(2);
   }
   try {
-    output.log(run(parsed));
-    return Promise.resolve(0);
+    const { text, code } = run(parsed);
+    output.log(text);
+    return Promise.resolve(code);
   } catch (error) {
     output.error(`anyport bpf ${parsed.command}: ${(error as Error).message}`);
     return Promise.resolve(1);
   }
 }
 
-function run(args: BpfArgs): string {
+/** Exit code of `status` when no proxy gets steered connections. */
+const NOT_SERVING = 3;
+
+function run(args: BpfArgs): { text: string; code: number } {
   if (args.command === "status") {
     const status = readBpfStatus(args.pinRoot);
-    return args.json ? JSON.stringify(status) : formatBpfStatus(status);
+    const serving = status.attached && status.socket?.present === true &&
+      status.link?.netnsInode === status.netnsInode;
+    return {
+      text: args.json ? JSON.stringify(status) : formatBpfStatus(status),
+      code: serving ? 0 : NOT_SERVING,
+    };
   }
   const result = detachBpf(args.pinRoot);
-  return args.json ? JSON.stringify(result) : formatBpfDetach(result);
+  return {
+    text: args.json ? JSON.stringify(result) : formatBpfDetach(result),
+    code: 0,
+  };
 }
 
 /** Parses the arguments, or returns what is wrong with them. */

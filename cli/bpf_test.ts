@@ -57,7 +57,7 @@ Deno.test(
     assert.equal(await request("127.0.0.1", 20300), "ConnectionRefused");
 
     const text = await run(["status", "--pin-root", root.path]);
-    assert.equal(text.code, 0, text.error);
+    assert.equal(text.code, 3, text.error);
     assert.match(text.log, /socket: +missing: steered connections are refused/);
     assert.match(text.log, /no socket 1,/);
   },
@@ -69,10 +69,11 @@ Deno.test(
   async () => {
     using root = new TestPinRoot();
     const text = await run(["status", "--pin-root", root.path]);
-    assert.equal(text.code, 0, text.error);
+    assert.equal(text.code, 3, text.error);
     assert.match(text.log, /^No BPF steering in network namespace \d+/);
 
     const json = await run(["status", "--json", "--pin-root", root.path]);
+    assert.equal(json.code, 3, json.error);
     assert.equal((JSON.parse(json.log) as BpfStatus).attached, false);
   },
 );
