@@ -23,6 +23,8 @@ import { encodeSockAddr } from "./sockaddr.ts";
 export const BIND_HOSTNAME = "::ffff:127.0.0.1";
 
 const AF_INET6 = 10;
+const SOL_SOCKET = 1;
+const SO_REUSEADDR = 2;
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
 const BACKLOG = 4096;
@@ -90,6 +92,12 @@ function openDualStack(): ProxySocket {
   const off = new Uint8Array(4);
   if (symbols.setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, off, 4) < 0) {
     fail("setsockopt IPV6_V6ONLY");
+  }
+  // As Deno.listen does. Accepted connections inherit it, so their
+  // TIME_WAIT sockets do not keep a later listener off the steered port.
+  const on = new Uint8Array(new Int32Array([1]).buffer);
+  if (symbols.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, on, 4) < 0) {
+    fail("setsockopt SO_REUSEADDR");
   }
   const mapped = new Uint8Array(16);
   mapped.set([0xff, 0xff, 127, 0, 0, 1], 10);

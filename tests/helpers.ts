@@ -352,13 +352,22 @@ export class ProxyProcess implements AsyncDisposable {
     return this.#resume;
   }
 
-  /** Waits until a log line matches `pattern`. */
+  /**
+   * Waits until a log line matches `pattern`.
+   *
+   * @throws {Error} after `timeoutMs`, with the last lines of the log
+   */
   async waitForLog(pattern: RegExp, timeoutMs = 10_000): Promise<void> {
-    await waitFor(
-      () => pattern.test(this.stderr),
-      timeoutMs,
-      `log line ${pattern}`,
-    );
+    try {
+      await waitFor(
+        () => pattern.test(this.stderr),
+        timeoutMs,
+        `log line ${pattern}`,
+      );
+    } catch (error) {
+      const tail = this.stderr.split("\n").slice(-10).join("\n");
+      throw new Error(`${(error as Error).message}; the log ends:\n${tail}`);
+    }
   }
 
   /** Resident set size of the process, in bytes. */
