@@ -3,6 +3,7 @@ import {
   getTextFormatter,
   jsonLinesFormatter,
   type LogLevel,
+  type LogRecord,
 } from "@logtape/logtape";
 import { stderrSink } from "./stderr_sink.ts";
 
@@ -30,7 +31,7 @@ export interface LoggingOptions {
  */
 export async function setupLogging(options: LoggingOptions): Promise<void> {
   const formatter = options.format === "json"
-    ? jsonLinesFormatter
+    ? formatJsonLine
     : getTextFormatter({
       timestamp: "rfc3339",
       category: ".",
@@ -56,4 +57,24 @@ export async function setupLogging(options: LoggingOptions): Promise<void> {
       },
     ],
   });
+}
+
+/**
+ * Formats a record as a JSON line, as LogTape's JSON Lines formatter does,
+ * except that string values appear in the message as they are, as in the
+ * text format: `Started in bpf mode`, not `Started in \"bpf\" mode`. The
+ * properties keep every value with its type.
+ */
+export function formatJsonLine(record: LogRecord): string {
+  return jsonLinesFormatter({ ...record, message: [renderMessage(record)] });
+}
+
+function renderMessage(record: LogRecord): string {
+  let text = "";
+  record.message.forEach((part, i) => {
+    text += i % 2 === 0 || typeof part === "string"
+      ? String(part)
+      : Deno.inspect(part);
+  });
+  return text;
 }
