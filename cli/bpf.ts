@@ -66,7 +66,8 @@ const NOT_SERVING = 3;
 function run(args: BpfArgs): { text: string; code: number } {
   if (args.command === "status") {
     const status = readBpfStatus(args.pinRoot);
-    const serving = status.attached && status.socket?.present === true &&
+    const serving = status.attached &&
+      (status.socket?.present === true || status.standby?.present === true) &&
       status.link?.netnsInode === status.netnsInode;
     return {
       text: args.json ? JSON.stringify(status) : formatBpfStatus(status),

@@ -16,6 +16,11 @@ export interface BpfStatus {
   link?: { id: number; programId: number; netnsInode: number };
   /** Whether a proxy socket is in the sockmap, with its `SO_COOKIE`. */
   socket?: { present: boolean; cookie?: number };
+  /**
+   * Whether a replaced process's socket is in the standby sockmap, which
+   * takes the steered connections while the sockmap is empty.
+   */
+  standby?: { present: boolean; cookie?: number };
   /** Steered ports as merged ranges, such as `["80", "20000-29999"]`. */
   ports?: string[];
   portCount?: number;
@@ -43,12 +48,16 @@ export function readBpfStatus(pinRoot: string): BpfStatus {
 
   const ports = [...state.maps.readPorts()];
   const cookie = state.maps.socketCookie();
+  const standby = state.maps.standbyCookie();
   const counters = state.maps.readCounters();
   status.attached = true;
   status.link = state.linkInfo();
   status.socket = cookie === undefined
     ? { present: false }
     : { present: true, cookie: Number(cookie) };
+  status.standby = standby === undefined
+    ? { present: false }
+    : { present: true, cookie: Number(standby) };
   status.ports = mergeRanges(ports.map((p) => ({ first: p, last: p })))
     .map(formatRange);
   status.portCount = ports.length;
@@ -68,7 +77,7 @@ export function formatBpfStatus(status: BpfStatus): string {
     return `No BPF steering in network namespace ${status.netnsInode}: ` +
       `nothing is pinned in ${status.path}`;
   }
-  const { link, socket, counters } = status;
+  const { link, socket, standby, counters } = status;
   const lines = [
     `BPF steering in network namespace ${status.netnsInode}`,
     `  pins:      ${status.path}`,
@@ -76,7 +85,12 @@ export function formatBpfStatus(status: BpfStatus): string {
     `  socket:    ${
       socket?.present
         ? `present (cookie ${socket.cookie})`
+        : standby?.present
+        ? "missing: the standby socket takes steered connections"
         : "missing: steered connections are refused"
+    }`,
+    `  standby:   ${
+      standby?.present ? `present (cookie ${standby.cookie})` : "none"
     }`,
     `  ports:     ${status.portCount} (${status.ports?.join(", ") || "none"})`,
     `  prefixes:  ${status.prefixes?.join(", ") || "none"}`,

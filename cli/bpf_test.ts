@@ -64,6 +64,32 @@ Deno.test(
 );
 
 Deno.test(
+  "runBpfCommand() status reports the standby socket",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using older = openFrontend(root.path);
+    await older.apply([{ first: 20350, last: 20350 }]);
+    await using newer = openFrontend(root.path);
+    await newer.apply([{ first: 20350, last: 20350 }]);
+    // The older socket becomes the standby socket at its next check.
+    await waitFor(async () =>
+      /standby: +present \(cookie \d+\)/.test(
+        (await run(["status", "--pin-root", root.path])).log,
+      )
+    );
+
+    await newer.close();
+    const text = await run(["status", "--pin-root", root.path]);
+    assert.equal(text.code, 0, text.error);
+    assert.match(
+      text.log,
+      /socket: +(present|missing: the standby socket takes steered connections)/,
+    );
+  },
+);
+
+Deno.test(
   "runBpfCommand() status reports when nothing is pinned",
   NEEDS_ROOT,
   async () => {

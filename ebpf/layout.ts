@@ -63,6 +63,12 @@ export const MAP_LAYOUTS = {
     valueSize: 8,
     maxEntries: 1,
   },
+  standby: {
+    type: BPF_MAP_TYPE_SOCKMAP,
+    keySize: 4,
+    valueSize: 8,
+    maxEntries: 1,
+  },
   counters: {
     type: BPF_MAP_TYPE_PERCPU_ARRAY,
     keySize: 4,
@@ -76,6 +82,13 @@ export type MapName = keyof typeof MAP_LAYOUTS;
 
 /** Every map name, in a fixed order. */
 export const MAP_NAMES = Object.keys(MAP_LAYOUTS) as MapName[];
+
+/**
+ * Maps that state pinned by an earlier build can lack. Opening such state
+ * leaves them out, and the next process that takes it over creates and
+ * pins them.
+ */
+export const ADDED_MAPS: ReadonlySet<MapName> = new Set(["standby"]);
 
 /**
  * Checks a map's `struct bpf_map_info` against its layout.

@@ -19,8 +19,10 @@ import {
   objInfo,
   objPin,
 } from "../ffi/bpf_fd.ts";
-import { closeFd, openReadOnly } from "../ffi/libc.ts";
+import { closeFd, ENOENT, openReadOnly } from "../ffi/libc.ts";
+import { LibbpfError } from "../ffi/libbpf.ts";
 import {
+  ADDED_MAPS,
   DEFAULT_PIN_ROOT,
   HOST_LITTLE_ENDIAN,
   MAP_NAMES,
@@ -147,9 +149,13 @@ export function openPinnedState(path: string): PinnedState | undefined {
   }
   const fds: Partial<Record<MapName, number>> = {};
   try {
-    for (const name of MAP_NAMES) fds[name] = objGet(`${path}/${name}`);
+    for (const name of MAP_NAMES) {
+      fds[name] = ADDED_MAPS.has(name)
+        ? objGetIfPinned(`${path}/${name}`)
+        : objGet(`${path}/${name}`);
+    }
   } catch (error) {
-    for (const fd of Object.values(fds)) closeFd(fd);
+    for (const fd of Object.values(fds)) if (fd >= 0) closeFd(fd);
     closeFd(linkFd);
     throw unusableState(path, error);
   }
@@ -226,10 +232,17 @@ function openSteerObject(): BpfObject {
 function reuse(state: PinnedState): PinnedState {
   try {
     using object = openSteerObject();
+    const missing = MAP_NAMES.filter((name) => !state.maps.has(name));
     for (const name of MAP_NAMES) {
-      object.map(name).reuseFd(state.maps.fd(name));
+      if (state.maps.has(name)) object.map(name).reuseFd(state.maps.fd(name));
     }
     object.load();
+    // Maps of this build that the pinned state lacks: pinned before the
+    // program that uses them goes in.
+    for (const name of missing) {
+      objPin(object.map(name).fd, `${state.path}/${name}`);
+      state.maps.adopt(name, objGet(`${state.path}/${name}`));
+    }
     linkUpdate(state.linkFd, object.program(PROGRAM_NAME).fd);
     logger.info("Reusing pinned BPF state in {path}", { path: state.path });
     return state;
@@ -316,4 +329,18 @@ function removeIfPresent(path: string): void {
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Opens the object pinned at `path`, or returns -1 when nothing is pinned
+ * there. It calls `bpf_obj_get`, because Deno allows a stat under /sys
+ * only with every permission.
+ */
+function objGetIfPinned(path: string): number {
+  try {
+    return objGet(path);
+  } catch (error) {
+    if (error instanceof LibbpfError && error.errno === ENOENT) return -1;
+    throw error;
+  }
 }

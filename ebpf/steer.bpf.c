@@ -27,7 +27,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 enum counter {
 	COUNTER_LOOKUPS,	/* TCP lookups seen by the program */
 	COUNTER_STEERED,	/* lookups assigned to the proxy socket */
-	COUNTER_NO_SOCKET,	/* steered lookups dropped: the sockmap was empty */
+	COUNTER_NO_SOCKET,	/* steered lookups dropped: both sockmaps were empty */
 	COUNTER_ASSIGN_ERRORS,	/* steered lookups dropped: bpf_sk_assign failed */
 	COUNTER_MAX,
 };
@@ -75,6 +75,18 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } sockets SEC(".maps");
+
+/*
+ * The socket of the process that the owner replaced, at index 0. It takes
+ * the connections while `sockets` is empty, so that connections keep
+ * flowing when the owner stops before the process it replaced.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} standby SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -133,6 +145,8 @@ int steer(struct bpf_sk_lookup *ctx)
 		return SK_PASS;
 
 	sk = bpf_map_lookup_elem(&sockets, &zero);
+	if (!sk)
+		sk = bpf_map_lookup_elem(&standby, &zero);
 	if (!sk) {
 		count(COUNTER_NO_SOCKET);
 		/*

@@ -20,6 +20,7 @@ import {
 import { closeFd, ENOENT } from "../ffi/libc.ts";
 import { LibbpfError } from "../ffi/libbpf.ts";
 import {
+  ADDED_MAPS,
   COUNTER_NAMES,
   HOST_LITTLE_ENDIAN,
   layoutMismatch,
@@ -41,17 +42,44 @@ export class SteeringMaps implements Disposable {
 
   /**
    * Takes ownership of `fds` after checking each map against its layout.
+   * A map of {@linkcode ADDED_MAPS} may be -1: state pinned by an earlier
+   * build, without it.
    *
    * @throws {Error} naming the map that differs; the descriptors are closed
    */
   constructor(fds: Record<MapName, number>) {
     this.#fds = fds;
     try {
-      for (const name of MAP_NAMES) checkLayout(name, fds[name]);
+      for (const name of MAP_NAMES) {
+        if (fds[name] >= 0 || !ADDED_MAPS.has(name)) {
+          checkLayout(name, fds[name]);
+        }
+      }
     } catch (error) {
       this[Symbol.dispose]();
       throw error;
     }
+  }
+
+  /** Returns whether map `name` is present; see {@linkcode ADDED_MAPS}. */
+  has(name: MapName): boolean {
+    return this.#fds[name] >= 0;
+  }
+
+  /**
+   * Takes ownership of the descriptor of a map that was missing, after
+   * checking it against its layout.
+   *
+   * @throws {Error} naming the difference; the descriptor is closed
+   */
+  adopt(name: MapName, fd: number): void {
+    try {
+      checkLayout(name, fd);
+    } catch (error) {
+      closeFd(fd);
+      throw error;
+    }
+    this.#fds[name] = fd;
   }
 
   /** Returns the map descriptor of `name`, owned by this object. */
@@ -185,6 +213,63 @@ export class SteeringMaps implements Disposable {
     );
   }
 
+  /**
+   * Empties the sockmap, so that the standby socket takes the steered
+   * connections. The caller checks first that its own socket is there. A
+   * socket that another process put there in between is removed too, and
+   * that process takes steering back at its next check.
+   */
+  removeSocket(): void {
+    mapDelete(this.#fds.sockets, new Uint8Array(4), "remove the proxy socket");
+  }
+
+  /**
+   * Returns the cookie of the standby socket, or `undefined` when there is
+   * none or the pinned state predates the standby map.
+   */
+  standbyCookie(): bigint | undefined {
+    if (!this.has("standby")) return undefined;
+    const value = new Uint8Array(8);
+    if (
+      !mapLookup(
+        this.#fds.standby,
+        new Uint8Array(4),
+        value,
+        "look up the standby socket",
+      )
+    ) {
+      return undefined;
+    }
+    return new DataView(value.buffer).getBigUint64(0, HOST_LITTLE_ENDIAN);
+  }
+
+  /**
+   * Makes listening socket `fd` the standby socket, which takes steered
+   * connections while the sockmap is empty. Does nothing when the pinned
+   * state predates the standby map.
+   */
+  setStandby(fd: number): void {
+    if (!this.has("standby")) return;
+    const value = new Uint8Array(8);
+    new DataView(value.buffer).setBigUint64(0, BigInt(fd), HOST_LITTLE_ENDIAN);
+    mapUpdate(
+      this.#fds.standby,
+      new Uint8Array(4),
+      value,
+      `make socket fd ${fd} the standby socket`,
+    );
+  }
+
+  /** Empties the standby slot. */
+  removeStandby(): void {
+    if (!this.has("standby")) return;
+    mapDelete(
+      this.#fds.standby,
+      new Uint8Array(4),
+      "remove the standby socket",
+    );
+  }
+
   /** Reads every counter, summed over all CPUs. */
   readCounters(): Counters {
     const cpus = possibleCpus();
@@ -207,7 +292,9 @@ export class SteeringMaps implements Disposable {
   [Symbol.dispose](): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const name of MAP_NAMES) closeFd(this.#fds[name]);
+    for (const name of MAP_NAMES) {
+      if (this.#fds[name] >= 0) closeFd(this.#fds[name]);
+    }
   }
 
   #prefixFd(family: 4 | 6): number {

@@ -210,7 +210,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
 
   /**
    * Stops accepting. When another process has taken the sockmap over, first
-   * accepts the connections still arriving on this socket. Steering stays
+   * accepts the connections still arriving on this socket. When this process
+   * owns steering and another process is on standby, it hands steering to
+   * that one first, and then accepts what still arrives. Otherwise steering stays
    * pinned, and connections to steered ports are refused until the next
    * process inserts its socket. Established connections are not touched.
    */
@@ -220,9 +222,23 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     clearInterval(this.#ownershipTimer);
     // NOTE: a takeover between this check and the close below can reset
     // connections that the kernel steered here just before.
-    const cookie = this.#state.maps.socketCookie();
+    let cookie = this.#state.maps.socketCookie();
+    const standby = this.#state.maps.standbyCookie();
+    let handedOver = false;
     if (
-      this.#socketInserted && cookie !== undefined && cookie !== this.#cookie
+      cookie === this.#cookie && standby !== undefined &&
+      standby !== this.#cookie
+    ) {
+      this.#state.maps.removeSocket();
+      handedOver = true;
+      cookie = undefined;
+      logger.info(
+        "Handed steering to the anyport process standing by; accepting the connections already steered here",
+      );
+    }
+    if (
+      handedOver ||
+      (this.#socketInserted && cookie !== undefined && cookie !== this.#cookie)
     ) {
       await this.#drain();
     }
@@ -464,11 +480,15 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
         this.#retakeFromOlder();
       } else if (cookie !== this.#cookie) {
         this.#owners.add(cookie);
-        if (this.#replaced) return;
+        if (this.#replaced) {
+          this.#refillStandby(cookie);
+          return;
+        }
         this.#replaced = true;
         logger.info(
           "Another anyport process took steering over: this one gets no new connections, so stop it to finish draining",
         );
+        this.#standBy();
       }
     } catch (error) {
       logger.warn("Cannot check BPF steering ownership: {error}", { error });
@@ -482,13 +502,17 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
    * still listens. The sockmap write succeeds for only one process.
    */
   #takeBack(): void {
+    const standby = this.#state.maps.standbyCookie();
+    // The process standing by is the one replaced last.
+    if (standby !== undefined && standby !== this.#cookie) return;
     if (
-      this.#owners.size > 0 &&
+      standby === undefined && this.#owners.size > 0 &&
       readLocalListeners().some((listener) => this.#owners.has(listener.cookie))
     ) {
       return;
     }
     if (!this.#state.maps.claimSocket(this.#fd)) return;
+    this.#leaveStandby();
     this.#restoreOwnSteering();
     logger.warn(
       "Took steering back: the anyport process that owned it is gone; steering this process's {count} on {prefixes}",
@@ -511,10 +535,57 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
    */
   #retakeFromOlder(): void {
     this.#state.maps.setSocket(this.#fd);
+    this.#leaveStandby();
     this.#restoreOwnSteering();
     logger.warn(
       "Took steering back from an older anyport process that took it first",
     );
+  }
+
+  /**
+   * Makes this socket the standby socket, which the program uses while the
+   * sockmap is empty, right after this process was replaced: connections
+   * then keep flowing when the owner stops first (a rollback). A standby
+   * socket of a process that this one replaced gives way; one of a newer
+   * process, which came within the same ownership check, stays.
+   */
+  #standBy(): void {
+    const standby = this.#state.maps.standbyCookie();
+    if (standby !== undefined && !this.#displaced.has(standby)) return;
+    this.#state.maps.setStandby(this.#fd);
+    logger.debug("Standing by for steering");
+  }
+
+  /**
+   * Makes this socket the standby socket again once the slot is empty,
+   * because the process there took steering back or stopped. A process that
+   * owned steering after this one, other than `owner`, and still runs is
+   * newer, so it fills the slot instead.
+   */
+  #refillStandby(owner: bigint): void {
+    const standby = this.#state.maps.standbyCookie();
+    if (standby !== undefined || !this.#state.maps.has("standby")) return;
+    const newer = new Set(this.#owners);
+    newer.delete(owner);
+    if (
+      newer.size > 0 &&
+      readLocalListeners().some((listener) => newer.has(listener.cookie))
+    ) {
+      return;
+    }
+    this.#state.maps.setStandby(this.#fd);
+    logger.debug("Standing by for steering again");
+  }
+
+  /**
+   * Empties the standby slot when it holds this socket, after this process
+   * took steering. Otherwise, when the socket closes, the kernel would empty
+   * both slots at once and leave no socket to take the connections.
+   */
+  #leaveStandby(): void {
+    if (this.#state.maps.standbyCookie() === this.#cookie) {
+      this.#state.maps.removeStandby();
+    }
   }
 
   /** Writes this process's ports and prefixes, after its socket went in. */

@@ -124,6 +124,69 @@ Deno.test(
 );
 
 Deno.test(
+  "BpfFrontend hands steering to the standby socket without a refusal",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    const ports = [{ first: 30260, last: 30260 }];
+    await using older = new TestServer(root.path, LOCALHOST_V4, () => "older");
+    await older.frontend.apply(ports);
+    const newer = new TestServer(root.path, LOCALHOST_V4, () => "newer");
+    await newer.frontend.apply(ports);
+    assert.deepEqual(await request("127.0.0.1", 30260), "newer");
+    // The older socket becomes the standby socket at its next ownership
+    // check.
+    using state = openPinnedState(statePath(root.path))!;
+    await until(() => state.maps.standbyCookie() !== undefined);
+
+    let closing = true;
+    const replies: string[] = [];
+    const probe = (async () => {
+      while (closing) replies.push(await request("127.0.0.1", 30260));
+    })();
+    await delay(20);
+    await newer[Symbol.asyncDispose]();
+    await delay(100);
+    closing = false;
+    await probe;
+
+    const unexpected = replies.filter((r) => r !== "newer" && r !== "older");
+    assert.deepEqual(unexpected, [], `replies: ${replies.join(" ")}`);
+    assert.deepEqual(replies.at(-1), "older");
+    // The older process takes the sockmap and leaves the standby slot.
+    await until(() => state.maps.socketCookie() !== undefined);
+    assert.deepEqual(state.maps.standbyCookie(), undefined);
+  },
+);
+
+Deno.test(
+  "BpfFrontend takes over pins made without the standby map",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    const ports = [{ first: 30270, last: 30270 }];
+    {
+      await using older = new TestServer(root.path, LOCALHOST_V4, () => "a");
+      await older.frontend.apply(ports);
+    }
+    // What a build before the standby map leaves pinned.
+    const pin = `${statePath(root.path)}/standby`;
+    Deno.removeSync(pin);
+    using before = openPinnedState(statePath(root.path))!;
+    assert.equal(before.maps.has("standby"), false);
+
+    await using newer = new TestServer(root.path, LOCALHOST_V4, () => "b");
+    await newer.frontend.apply(ports);
+
+    assert.deepEqual(await request("127.0.0.1", 30270), "b");
+    assert.doesNotThrow(() => Deno.statSync(pin), "standby map not pinned");
+    using after = openPinnedState(statePath(root.path))!;
+    assert.equal(after.maps.has("standby"), true);
+    assert.equal(after.maps.standbyCookie(), undefined);
+  },
+);
+
+Deno.test(
   "BpfFrontend.apply() changes the steered addresses",
   NEEDS_ROOT,
   async () => {
@@ -625,6 +688,14 @@ async function runChild(
 
 function range(first: number, last: number): number[] {
   return Array.from({ length: last - first + 1 }, (_, i) => first + i);
+}
+
+/** Waits until `condition` holds, checking every 10 ms for up to 2 s. */
+async function until(condition: () => boolean): Promise<void> {
+  for (let waited = 0; !condition(); waited += 10) {
+    if (waited > 2_000) throw new Error("Condition not met within 2 s");
+    await delay(10);
+  }
 }
 
 function delay(ms: number): Promise<void> {

@@ -193,9 +193,11 @@ export class Proxy {
    * @returns the number of connections closed at the end of the drain
    */
   async stop(force?: AbortSignal): Promise<number> {
-    this.#stopping = true;
     clearInterval(this.#idleTimer);
+    // In BPF mode, closing first accepts the connections already steered to
+    // this process, and those are served, not closed.
     await this.#frontend?.close();
+    this.#stopping = true;
     const drained = Promise.all([...this.#sessions].map((s) => s.done));
     let timer: ReturnType<typeof setTimeout> | undefined;
     let onForce: (() => void) | undefined;

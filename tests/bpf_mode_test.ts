@@ -230,33 +230,66 @@ Deno.test({
   },
 });
 
-Deno.test({
-  ...BPF,
-  name: "anyport in BPF mode takes steering back when the newer process stops",
-  async fn() {
-    requireTestNamespace();
-    await using a = nameServer("a");
-    await using b = nameServer("b");
-    const path = await writeConfigFile(bpfConfig(a.target, b.target));
-    await using older = startBpfProxy(path);
-    await older.waitForLog(/Started in bpf mode/);
-    {
-      await using newer = startBpfProxy(path);
-      await newer.waitForLog(/Started in bpf mode/);
-      await older.waitForLog(/Another anyport process took steering over/);
-      assert.equal(await newer.stop("SIGTERM"), 0);
-      assert.match(newer.stderr, /An older anyport process still runs/);
-      assert.doesNotMatch(newer.stderr, /BPF steering stays attached/);
-    }
-    await older.waitForLog(
-      /Took steering back.*steering this process's \d+ ports on 127\.0\.0\.1\/32, ::1\/128/,
-      2_000,
-    );
-    assert.equal(await roundTrip(A_PORTS.first + 7, ""), "a");
-    assert.equal(await older.stop("SIGTERM"), 0);
-    await detachAll();
-  },
-});
+for (const signal of ["SIGTERM", "SIGKILL"] as const) {
+  Deno.test({
+    ...BPF,
+    name:
+      `anyport in BPF mode takes steering back without a refusal after ${signal}`,
+    async fn() {
+      requireTestNamespace();
+      await using a = nameServer("a");
+      await using b = nameServer("b");
+      const path = await writeConfigFile(bpfConfig(a.target, b.target));
+      await using older = startBpfProxy(path);
+      await older.waitForLog(/Started in bpf mode/);
+      const replies: string[] = [];
+      {
+        await using newer = startBpfProxy(path);
+        await newer.waitForLog(/Started in bpf mode/);
+        await older.waitForLog(/Another anyport process took steering over/);
+        // The older socket becomes the standby socket at the ownership check
+        // after that.
+        await delay(150);
+        let probing = true;
+        // Four clients at a time, so that connections are queued on the
+        // newer process's socket when it stops.
+        const probe = Promise.all(Array.from({ length: 4 }, async () => {
+          while (probing) {
+            replies.push(
+              await roundTrip(A_PORTS.first + 7, "")
+                .catch((error) => (error as Error).name),
+            );
+          }
+        }));
+        await delay(50);
+        await newer.stop(signal);
+        await older.waitForLog(/Took steering back/, 2_000);
+        await delay(50);
+        probing = false;
+        await probe;
+        if (signal === "SIGTERM") {
+          assert.match(
+            newer.stderr,
+            /Handed steering to the anyport process standing by/,
+          );
+          assert.doesNotMatch(newer.stderr, /BPF steering stays attached/);
+        }
+      }
+      await older.waitForLog(
+        /Took steering back.*steering this process's \d+ ports on 127\.0\.0\.1\/32, ::1\/128/,
+      );
+      // A kill resets the connections queued on the killed socket; a stop
+      // accepts them first.
+      const failed = replies.filter((reply) =>
+        reply !== "a" && (signal === "SIGTERM" || reply === "ConnectionRefused")
+      );
+      assert.deepEqual(failed, [], `replies: ${replies.join(" ")}`);
+      assert.ok(replies.length > 10, `replies: ${replies.join(" ")}`);
+      assert.equal(await older.stop("SIGTERM"), 0);
+      await detachAll();
+    },
+  });
+}
 
 Deno.test({
   ...BPF,
