@@ -6,6 +6,10 @@ import {
   statePath,
 } from "../ebpf/pinned_state.ts";
 import { checkBpfRequirements } from "../ebpf/requirements.ts";
+import {
+  otherSkLookupLinks,
+  type SkLookupLink,
+} from "../ebpf/sk_lookup_links.ts";
 
 /** BPF steering state of one network namespace, as `bpf status` shows it. */
 export interface BpfStatus {
@@ -25,6 +29,11 @@ export interface BpfStatus {
   ports?: string[];
   portCount?: number;
   prefixes?: string[];
+  /**
+   * Other sk_lookup links of this network namespace, which can take or
+   * refuse steered connections; absent when listing them is not allowed.
+   */
+  otherLinks?: SkLookupLink[];
   /** Counter totals over all CPUs. */
   counters?: {
     lookups: number;
@@ -44,7 +53,11 @@ export function readBpfStatus(pinRoot: string): BpfStatus {
   const path = statePath(pinRoot);
   const status: BpfStatus = { attached: false, netnsInode: netnsInode(), path };
   using state = openPinnedState(path);
-  if (state === undefined) return status;
+  if (state === undefined) {
+    const others = otherSkLookupLinks(status.netnsInode, 0);
+    if (others !== undefined) status.otherLinks = others;
+    return status;
+  }
 
   const ports = [...state.maps.readPorts()];
   const cookie = state.maps.socketCookie();
@@ -52,6 +65,8 @@ export function readBpfStatus(pinRoot: string): BpfStatus {
   const counters = state.maps.readCounters();
   status.attached = true;
   status.link = state.linkInfo();
+  const others = otherSkLookupLinks(status.netnsInode, status.link.id);
+  if (others !== undefined) status.otherLinks = others;
   status.socket = cookie === undefined
     ? { present: false }
     : { present: true, cookie: Number(cookie) };
@@ -73,9 +88,17 @@ export function readBpfStatus(pinRoot: string): BpfStatus {
 
 /** Formats a status for people, one fact per line. */
 export function formatBpfStatus(status: BpfStatus): string {
+  const others = status.otherLinks?.map((link) =>
+    `link ${link.id} (program ${link.programId})`
+  ).join(", ");
   if (!status.attached) {
-    return `No BPF steering in network namespace ${status.netnsInode}: ` +
+    const text = `No BPF steering in network namespace ${status.netnsInode}: ` +
       `nothing is pinned in ${status.path}`;
+    return others
+      ? `${text}\n  warning:   sk_lookup links are attached without pins ` +
+        `there: ${others}; an anyport whose pins were removed or that pins ` +
+        `into another bpffs, or another tool (bpftool link show)`
+      : text;
   }
   const { link, socket, standby, counters } = status;
   const lines = [
@@ -99,6 +122,12 @@ export function formatBpfStatus(status: BpfStatus): string {
   ];
   if (link !== undefined && link.netnsInode !== status.netnsInode) {
     lines.push("  warning:   the link's network namespace is gone");
+  }
+  if (others) {
+    lines.push(
+      `  warning:   other sk_lookup links in this namespace: ${others}; ` +
+        "they can take or refuse steered connections (bpftool link show)",
+    );
   }
   return lines.join("\n");
 }

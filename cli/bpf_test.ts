@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { type BpfCommandOutput, runBpfCommand } from "./bpf.ts";
 import type { BpfStatus } from "./bpf_status.ts";
 import { BpfFrontend } from "../proxy/bpf_frontend.ts";
+import { attachSteering } from "../ebpf/pinned_state.ts";
 import { parsePrefix } from "../proxy/prefix.ts";
 import {
   NEEDS_ROOT,
@@ -85,6 +86,28 @@ Deno.test(
     assert.match(
       text.log,
       /socket: +(present|missing: the standby socket takes steered connections)/,
+    );
+  },
+);
+
+Deno.test(
+  "runBpfCommand() status names a steering link without pins",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    using other = new TestPinRoot();
+    // What an anyport whose pins were removed leaves: a link that only its
+    // process holds.
+    using state = attachSteering(other.path);
+    Deno.removeSync(state.path, { recursive: true });
+
+    const text = await run(["status", "--pin-root", root.path]);
+    assert.equal(text.code, 3, text.error);
+    assert.match(
+      text.log,
+      new RegExp(
+        `sk_lookup links are attached without pins there: link ${state.linkInfo().id} `,
+      ),
     );
   },
 );

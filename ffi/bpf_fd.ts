@@ -191,6 +191,30 @@ export function linkDetach(linkFd: number): void {
   check(libbpf().bpf_link_detach(linkFd), "detach BPF link");
 }
 
+/**
+ * Returns the id of the next BPF link after `id` on this host, or
+ * `undefined` after the last one.
+ *
+ * @throws {LibbpfError} such as `EPERM` without `CAP_SYS_ADMIN`
+ */
+export function nextLinkId(id: number): number | undefined {
+  const next = new Uint32Array(1);
+  const result = libbpf().bpf_link_get_next_id(id, bytesOf(next));
+  if (result === -ENOENT) return undefined;
+  check(result, "list BPF links");
+  return next[0]!;
+}
+
+/**
+ * Opens link `id`, returning a new descriptor.
+ *
+ * @throws {LibbpfError} `ENOENT` when the link is gone, `EPERM` without
+ * `CAP_SYS_ADMIN`
+ */
+export function linkFdById(id: number): number {
+  return check(libbpf().bpf_link_get_fd_by_id(id), `open BPF link ${id}`);
+}
+
 /** Returns the number of possible CPUs, the length of per-CPU values. */
 export function possibleCpus(): number {
   return check(libbpf().libbpf_num_possible_cpus(), "count possible CPUs");

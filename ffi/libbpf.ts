@@ -69,6 +69,8 @@ const SYMBOLS = {
   },
   bpf_link_update: { parameters: ["i32", "i32", "pointer"], result: "i32" },
   bpf_link_detach: { parameters: ["i32"], result: "i32" },
+  bpf_link_get_next_id: { parameters: ["u32", "buffer"], result: "i32" },
+  bpf_link_get_fd_by_id: { parameters: ["u32"], result: "i32" },
   libbpf_strerror: { parameters: ["i32", "buffer", "usize"], result: "i32" },
   libbpf_probe_bpf_prog_type: {
     parameters: ["i32", "pointer"],

@@ -29,6 +29,10 @@ import { MAX_PREFIXES } from "../ebpf/layout.ts";
 import { counted, firstOf } from "./plural.ts";
 import { getSockOptInt, SO_COOKIE, SOL_SOCKET } from "../ffi/libc.ts";
 import { openProxySocket, type ProxySocket } from "./proxy_socket.ts";
+import {
+  otherSkLookupLinks,
+  type SkLookupLink,
+} from "../ebpf/sk_lookup_links.ts";
 
 /**
  * After another process takes the sockmap over, connections that the kernel
@@ -317,6 +321,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     this.#prefixes = [...prefixes];
     this.#logPrefixes();
     this.#warnOfShadowedListeners(first ? [...requested] : added);
+    this.#warnOfOtherLinks();
 
     if (!this.#isAttached()) {
       logger.warn(
@@ -436,6 +441,32 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     logger.warn(
       "Other sockets listen on steered ports ({listeners}). Steering takes their connections, so remove those ports from the config or move the other services",
       { listeners: firstOf(labels, 5) },
+    );
+  }
+
+  /**
+   * Warns of sk_lookup programs that others attached to this network
+   * namespace, such as a second anyport pinned in another bpffs, which
+   * take or refuse steered connections by attach order.
+   */
+  #warnOfOtherLinks(): void {
+    let links: SkLookupLink[] | undefined;
+    try {
+      const own = this.#state.linkInfo();
+      links = otherSkLookupLinks(own.netnsInode, own.id);
+    } catch (error) {
+      logger.debug("Listing sk_lookup links failed: {error}", { error });
+      return;
+    }
+    if (links === undefined || links.length === 0) return;
+    logger.warn(
+      "Other sk_lookup programs are attached to this network namespace ({links}). The kernel runs them in attach order with anyport's, so they can take or refuse steered connections: find them with bpftool link show and detach them, or stop the other anyport process if it pins into another bpffs",
+      {
+        links: firstOf(
+          links.map((l) => `link ${l.id}, program ${l.programId}`),
+          5,
+        ),
+      },
     );
   }
 
