@@ -269,9 +269,12 @@ function checkDuplicateNames(apps: AppConfig[], problems: ConfigProblem[]) {
 
 /**
  * Reports targets that point back at a port of this proxy on a loopback
- * address it serves: every connection would connect to the proxy again,
- * until descriptors run out. Goes over the targets as written, so that the
- * index in the problem's path counts the invalid ones too.
+ * address it serves, when the app behind that port leads back to the app of
+ * the target: every connection would connect to the proxy again, until
+ * descriptors run out. A chain that ends at a server, such as an old port
+ * kept as an alias of another app, is allowed. Goes over the targets as
+ * written, so that the index in the problem's path counts the invalid ones
+ * too.
  */
 function checkLoops(
   rawApps: unknown,
@@ -280,24 +283,67 @@ function checkLoops(
   problems: ConfigProblem[],
 ) {
   if (!Array.isArray(rawApps)) return;
+  const ownerOf = (port: number) =>
+    apps.find((app) =>
+      app.ports.some((r) => port >= r.first && port <= r.last)
+    );
+  // For each app, the apps that its targets lead into through the proxy.
+  const next = new Map<AppConfig, Set<AppConfig>>();
+  for (const app of apps) {
+    const owners = app.targets
+      .filter((target) => reachesProxy(target.hostname, settings))
+      .map((target) => ownerOf(target.port))
+      .filter((owner) => owner !== undefined);
+    next.set(app, new Set(owners));
+  }
   for (const [appIndex, item] of rawApps.entries()) {
     // Items that are not app objects were reported by readApp.
     if (!isObject(item) || !Array.isArray(item.Targets)) continue;
+    const app = apps.find((a) => a.name === item.Name);
     for (const [i, text] of item.Targets.entries()) {
       const target = parseTarget(text);
       if (typeof target === "string") continue;
       if (!reachesProxy(target.hostname, settings)) continue;
-      const owner = apps.find((other) =>
-        other.ports.some((r) => target.port >= r.first && target.port <= r.last)
-      );
+      const owner = ownerOf(target.port);
       if (owner === undefined) continue;
+      const back = app === undefined ? [] : pathBetween(owner, app, next);
+      if (back === undefined) continue;
+      const via = back.slice(1).map((a) => `app "${a.name}"`);
+      const through = owner === app
+        ? ""
+        : `, whose targets lead back to app "${app!.name}"${
+          via.length > 0 ? ` through ${via.join(" and ")}` : ""
+        }`;
       problems.push({
         path: `Apps[${appIndex}].Targets[${i}]`,
         message:
-          `"${target.label}" is port ${target.port} of this proxy (app "${owner.name}"): connections would loop back into the proxy; point it at the server instead`,
+          `"${target.label}" is port ${target.port} of this proxy (app "${owner.name}"${through}): connections would loop back into the proxy; point it at the server instead`,
       });
     }
   }
+}
+
+/**
+ * Returns the apps on a path from `from` to `to` through the proxy, `from`
+ * first and `to` left out, or `undefined` when there is none.
+ */
+function pathBetween(
+  from: AppConfig,
+  to: AppConfig,
+  next: Map<AppConfig, Set<AppConfig>>,
+): AppConfig[] | undefined {
+  const seen = new Set<AppConfig>();
+  const search = (app: AppConfig): AppConfig[] | undefined => {
+    if (app === to) return [];
+    if (seen.has(app)) return undefined;
+    seen.add(app);
+    for (const following of next.get(app) ?? []) {
+      const rest = search(following);
+      if (rest !== undefined) return [app, ...rest];
+    }
+    return undefined;
+  };
+  return search(from);
 }
 
 /** Reports a target listed twice in one app, which would double its share. */

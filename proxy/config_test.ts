@@ -174,6 +174,37 @@ Deno.test("parseConfig() rejects a target that loops back into the proxy", () =>
   assert.match(problems[0]!.message, /loop back into the proxy/);
 });
 
+Deno.test("parseConfig() accepts a chain of apps that ends at a server", () => {
+  const config = parseConfig(JSON.stringify({
+    Apps: [
+      { Name: "old", Ports: [8800], Targets: ["127.0.0.1:8900"] },
+      { Name: "web", Ports: [8900], Targets: ["192.0.2.1:80"] },
+    ],
+  }));
+
+  assert.equal(config.apps[0]!.targets[0]!.port, 8900);
+});
+
+Deno.test("parseConfig() rejects a loop through several apps", () => {
+  const problems = problemsOf(JSON.stringify({
+    Apps: [
+      { Name: "a", Ports: [8800], Targets: ["127.0.0.1:8900"] },
+      { Name: "b", Ports: [8900], Targets: ["localhost:9000"] },
+      { Name: "c", Ports: [9000], Targets: ["127.0.0.1:8800", "192.0.2.1:80"] },
+    ],
+  }));
+
+  assert.deepEqual(problems.map((p) => p.path), [
+    "Apps[0].Targets[0]",
+    "Apps[1].Targets[0]",
+    "Apps[2].Targets[0]",
+  ]);
+  assert.equal(
+    problems[0]!.message,
+    '"127.0.0.1:8900" is port 8900 of this proxy (app "b", whose targets lead back to app "a" through app "c"): connections would loop back into the proxy; point it at the server instead',
+  );
+});
+
 Deno.test("parseConfig() names a looping target after an invalid one", () => {
   const problems = problemsOf(JSON.stringify({
     Apps: [{
@@ -1067,7 +1098,7 @@ Deno.test("parseConfig() lists problems in app order", () => {
     ListenAddress: "127.0.0.1",
     Balance: "fastest",
     Apps: [
-      { Name: "a", Ports: [80], Targets: ["127.0.0.1:81"] },
+      { Name: "a", Ports: [80], Targets: ["127.0.0.1:80"] },
       { Name: "b", Ports: [81, 0], Targets: ["h:1"] },
     ],
   }));

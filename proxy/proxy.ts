@@ -30,6 +30,16 @@ const log = getLogger(["anyport"]);
 const accessLog = getLogger(["anyport", "access"]);
 const limiter = new LogRateLimiter();
 
+/** Chain of a connection from outside the proxy; see {@linkcode Session.chain}. */
+const NO_CHAIN: readonly string[] = [];
+
+/**
+ * Apps that one client connection may go through, one target pointing at
+ * the next, before the proxy takes it for a loop that the config check
+ * could not see, such as one through a name that resolves to this host.
+ */
+const MAX_CHAIN = 8;
+
 /**
  * Creates the frontend for a config; it accepts through `loop` and calls
  * `onConn` per connection.
@@ -233,9 +243,18 @@ export class Proxy {
       net().close(fd);
       return;
     }
+    let chain = NO_CHAIN;
     if (peer !== undefined && this.#self.size > 0) {
       const looped = this.#self.take(peer);
-      if (looped !== undefined) {
+      const next = looped && this.#router.route(port);
+      if (
+        looped !== undefined && next !== undefined &&
+        !looped.chain.includes(next.name) && looped.chain.length < MAX_CHAIN
+      ) {
+        // One app's target is another app of this proxy: a chain that the
+        // config check allows, such as an old port kept as an alias.
+        chain = looped.chain;
+      } else if (looped !== undefined) {
         // The reset reaches the proxy's own target socket and ends the loop
         // there, after one round.
         closeWithReset(fd);
@@ -263,7 +282,7 @@ export class Proxy {
       });
       return;
     }
-    const session = new Session(this.#loop, client, peer, port, app);
+    const session = new Session(this.#loop, client, peer, port, app, chain);
     this.#sessions.add(session);
     this.#limit?.update(this.#sessions.size);
     // Until the pipe takes the client over, only a reset matters: a client
@@ -277,6 +296,7 @@ export class Proxy {
     session.dial.onConnect = (targetFd, targetPort) =>
       this.#self.noteConnect(targetFd, targetPort, () => ({
         app: app.name,
+        chain: [...session.chain, app.name],
         target: session.dial.target ?? "-",
         dial: session.dial,
       }));
@@ -430,10 +450,16 @@ export class Proxy {
     if (suppressed < 0) return;
     log.error(
       withSuppressed(
-        "Target {target} of app {app} leads back to this proxy (port {port}): the looping connection was reset and the target put into back-off; point the target at the server instead",
+        "Target {target} of app {app} leads back to this proxy (port {port}) after apps {chain}: the looping connection was reset and the target put into back-off; point the target at the server instead",
         suppressed,
       ),
-      { target: looped.target, app: looped.app, port, suppressed },
+      {
+        target: looped.target,
+        app: looped.app,
+        port,
+        chain: looped.chain.join(" -> "),
+        suppressed,
+      },
     );
   }
 

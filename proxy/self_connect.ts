@@ -12,6 +12,12 @@ const RECORD_MS = 10_000;
 /** The target connection that came back. */
 export interface LoopedTarget {
   app: string;
+  /**
+   * Names of the apps that the connection went through in this proxy, the
+   * one that made it last. A connection that comes back to one of them is a
+   * loop. One that goes on to another app is a chain.
+   */
+  chain: readonly string[];
   /** The target as written in the config, for the error message. */
   target: string;
   /** The connect that made the connection, which then counts as failed. */

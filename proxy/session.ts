@@ -12,6 +12,12 @@ export class Session {
   readonly peer: SocketAddress | undefined;
   readonly port: number;
   readonly app: App;
+  /**
+   * Names of the apps of this proxy that the connection went through before
+   * it came back in as this session. It comes back when a target is one of
+   * the proxy's own ports. Empty for a connection from outside.
+   */
+  readonly chain: readonly string[];
   readonly started = Date.now();
   /** Set once a target accepted the connection and bytes flow. */
   pipe: Pipe | undefined;
@@ -32,12 +38,14 @@ export class Session {
     peer: SocketAddress | undefined,
     port: number,
     app: App,
+    chain: readonly string[],
   ) {
     this.#loop = loop;
     this.client = client;
     this.peer = peer;
     this.port = port;
     this.app = app;
+    this.chain = chain;
   }
 
   /** Settles when the session has closed both connections. */

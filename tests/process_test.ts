@@ -853,6 +853,45 @@ Deno.test({
 });
 
 Deno.test({
+  name: "anyport serves a chain of two apps and resets a loop of two",
+  // Adds an address to the loopback interface, so only in a namespace of the
+  // test run's own.
+  ignore: !inTestNamespace(),
+  async fn() {
+    const local = "10.200.0.3";
+    await ip("addr", "add", `${local}/32`, "dev", "lo");
+    try {
+      await using target = echoServer();
+      const [alias, web, loopA, loopB] = freePorts(4, "0.0.0.0");
+      const path = await writeConfigFile({
+        ...FAST_SETTINGS,
+        ListenAddress: "0.0.0.0",
+        Apps: [
+          // An old port kept as an alias of another app.
+          { Name: "alias", Ports: [alias], Targets: [`${local}:${web}`] },
+          { Name: "web", Ports: [web], Targets: [target.target] },
+          { Name: "a", Ports: [loopA], Targets: [`${local}:${loopB}`] },
+          { Name: "b", Ports: [loopB], Targets: [`${local}:${loopA}`] },
+        ],
+      });
+      await using proxy = new ProxyProcess(path, ["--log-level", "info"]);
+      await waitFor(() => accepts(alias!), 10_000, "proxy to accept");
+
+      assert.equal(await roundTrip(alias!, "through"), "through");
+      assert.doesNotMatch(proxy.stderr, /leads back/);
+      assert.equal(await roundTrip(loopA!, "x").catch(() => ""), "");
+      await proxy.waitForLog(
+        new RegExp(
+          `Target ${local}:${loopA} of app b leads back to this proxy \\(port ${loopA}\\) after apps a -> b`,
+        ),
+      );
+    } finally {
+      await ip("addr", "del", `${local}/32`, "dev", "lo");
+    }
+  },
+});
+
+Deno.test({
   name: "anyport names the port range when local ports run out",
   // Narrows the ephemeral port range, so only in a namespace of the test
   // run's own.
