@@ -3,11 +3,22 @@ import { Balancer } from "./balancer.ts";
 import type { Settings } from "./settings.ts";
 import { TargetState } from "./target_state.ts";
 
+/** Connections of an app open at once, shared by its versions across reloads. */
+export class OpenCount {
+  value = 0;
+}
+
 /** Runtime state of one app: its targets with their health, and a balancer. */
 export class App {
   readonly config: AppConfig;
   readonly targets: readonly TargetState[];
   readonly balancer: Balancer;
+  /**
+   * Open connections of the app, counted against its `MaxConnections`. A
+   * reload keeps the count, and connections accepted before it still end
+   * in it.
+   */
+  readonly open: OpenCount;
 
   /**
    * @param previous the app's state before a reload; targets with the same
@@ -20,6 +31,13 @@ export class App {
     this.targets = config.targets.map((address) =>
       old.get(address.label) ?? new TargetState(address)
     );
+    this.open = previous?.open ?? new OpenCount();
+  }
+
+  /** Returns whether the app has as many connections open as it may. */
+  get full(): boolean {
+    const max = this.config.maxConnections;
+    return max !== undefined && this.open.value >= max;
   }
 
   get name(): string {

@@ -13,6 +13,7 @@ import {
   type Settings,
 } from "./settings.ts";
 import { reachesProxy } from "./loop_check.ts";
+import { MAX_CONNECTIONS } from "./connection_limit.ts";
 import { parseTarget, type TargetAddress } from "./target.ts";
 
 /** One customer app: the ports it owns and the targets that serve it. */
@@ -23,6 +24,8 @@ export interface AppConfig {
   targets: TargetAddress[];
   /** The app's own balancing policy, in place of the top-level `Balance`. */
   balance?: BalancePolicy;
+  /** Connections of this app open at once beyond which new ones are reset. */
+  maxConnections?: number;
 }
 
 /** Validated config file. */
@@ -31,7 +34,7 @@ export interface Config {
   settings: Settings;
 }
 
-const APP_KEYS = ["Name", "Ports", "Targets", "Balance"];
+const APP_KEYS = ["Name", "Ports", "Targets", "Balance", "MaxConnections"];
 
 /**
  * Characters that a name must not contain: controls (C0, DEL and C1),
@@ -125,7 +128,13 @@ export function parseConfig(
 }
 
 /** Order of an app's fields in problem lists; unknown keys come first. */
-const APP_FIELD_ORDER = ["Name", "Ports", "Targets", "Balance"];
+const APP_FIELD_ORDER = [
+  "Name",
+  "Ports",
+  "Targets",
+  "Balance",
+  "MaxConnections",
+];
 
 /**
  * Orders the problems of each app by app, field and item, after the
@@ -219,6 +228,21 @@ function readApp(
     (policy) => app.balance = policy,
     `${path}.Balance`,
   );
+  const max = value.MaxConnections;
+  if (max === undefined) return app;
+  if (
+    typeof max === "number" && Number.isInteger(max) && max >= 1 &&
+    max <= MAX_CONNECTIONS
+  ) {
+    app.maxConnections = max;
+  } else {
+    problems.push({
+      path: `${path}.MaxConnections`,
+      message: `${
+        JSON.stringify(max)
+      } is not a connection count: use an integer from 1 to ${MAX_CONNECTIONS}, or leave it out for no limit of the app's own`,
+    });
+  }
   return app;
 }
 

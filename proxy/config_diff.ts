@@ -45,6 +45,13 @@ function describeAppChanges(before: AppConfig, after: AppConfig): string[] {
       }`,
     );
   }
+  if (before.maxConnections !== after.maxConnections) {
+    changes.push(
+      `app "${after.name}": MaxConnections ${
+        before.maxConnections ?? "(none)"
+      } -> ${after.maxConnections ?? "(none)"}`,
+    );
+  }
   const ports = diffPorts(before.ports, after.ports);
   const targets = diff(
     before.targets.map((t) => t.label),

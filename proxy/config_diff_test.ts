@@ -7,6 +7,7 @@ interface AppFields {
   Ports: (number | string)[];
   Targets: string[];
   Balance?: string;
+  MaxConnections?: number;
 }
 
 const WEB: AppFields = {
@@ -119,6 +120,17 @@ Deno.test("describeChanges() describes a per-app policy change", () => {
 
   assert.deepEqual(describeChanges(config([WEB]), after), [
     'app "web": Balance (default) -> round-robin',
+  ]);
+});
+
+Deno.test("describeChanges() describes a per-app connection limit", () => {
+  const limited = config([{ ...WEB, MaxConnections: 100 }]);
+
+  assert.deepEqual(describeChanges(config([WEB]), limited), [
+    'app "web": MaxConnections (none) -> 100',
+  ]);
+  assert.deepEqual(describeChanges(limited, config([WEB])), [
+    'app "web": MaxConnections 100 -> (none)',
   ]);
 });
 

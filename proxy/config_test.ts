@@ -546,6 +546,27 @@ Deno.test("parseConfig() rejects a bad app name", async (t) => {
   }
 });
 
+Deno.test("parseConfig() reads an app's MaxConnections", () => {
+  const config = parseConfig(withApp({ MaxConnections: 250 }));
+
+  assert.equal(config.apps[0]!.maxConnections, 250);
+  assert.equal(parseConfig(withApp({})).apps[0]!.maxConnections, undefined);
+});
+
+Deno.test("parseConfig() rejects an invalid app MaxConnections", async (t) => {
+  for (const value of [0, -1, 1.5, "10", 1_000_001, null]) {
+    await t.step(JSON.stringify(value), () => {
+      assertOneProblem(
+        withApp({ MaxConnections: value }),
+        "Apps[0].MaxConnections",
+        `${
+          JSON.stringify(value)
+        } is not a connection count: use an integer from 1 to 1000000, or leave it out for no limit of the app's own`,
+      );
+    });
+  }
+});
+
 Deno.test("parseConfig() rejects a duplicate app name", () => {
   const text = withApps(
     { Name: "web", Ports: [1], Targets: ["h:1"] },
@@ -686,7 +707,7 @@ Deno.test("parseConfig() lists known keys when no key is close", () => {
   assertOneProblem(
     withApp({ Colour: "red" }),
     "Apps[0].Colour",
-    "unknown key: known keys are Name, Ports, Targets, Balance",
+    "unknown key: known keys are Name, Ports, Targets, Balance, MaxConnections",
   );
 });
 

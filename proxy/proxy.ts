@@ -1,5 +1,6 @@
 import { getLogger } from "@logtape/logtape";
 import { App } from "./app.ts";
+import { counted } from "./plural.ts";
 import type { Config } from "./config.ts";
 import { connectToApp, type TargetConn } from "./connect.ts";
 import type { Frontend } from "./frontend.ts";
@@ -270,6 +271,11 @@ export class Proxy {
       net().close(fd);
       return;
     }
+    if (app.full) {
+      closeWithReset(fd);
+      this.#logAppFull(app);
+      return;
+    }
     let client;
     try {
       client = this.#loop.watch(fd);
@@ -284,6 +290,7 @@ export class Proxy {
     }
     const session = new Session(this.#loop, client, peer, port, app, chain);
     this.#sessions.add(session);
+    app.open.value++;
     this.#limit?.update(this.#sessions.size);
     // Until the pipe takes the client over, only a reset matters: a client
     // that sent its request and a FIN still gets the reply. Bytes sent before
@@ -314,7 +321,7 @@ export class Proxy {
   /** Forgets a finished session, which may let the listeners accept again. */
   #end(session: Session): void {
     session.finish();
-    this.#sessions.delete(session);
+    if (this.#sessions.delete(session)) session.app.open.value--;
     this.#limit?.update(this.#sessions.size);
   }
 
@@ -439,6 +446,23 @@ export class Proxy {
       Date.now(),
       settings.backoffMs,
       settings.maxBackoffMs,
+    );
+  }
+
+  #logAppFull(app: App) {
+    const suppressed = limiter.allow(`limit of app "${app.name}"`, Date.now());
+    if (suppressed < 0) return;
+    log.warning(
+      withSuppressed(
+        "App {app} has {count} open, its MaxConnections: new connections to it are reset until some close. Raise its MaxConnections if this load is normal",
+        suppressed,
+      ),
+      {
+        app: app.name,
+        count: counted(app.open.value, "connection"),
+        open: app.open.value,
+        suppressed,
+      },
     );
   }
 

@@ -543,6 +543,48 @@ Deno.test("proxy holds connections past MaxConnections in the backlog", async ()
   closeQuietly(open[1]!);
 });
 
+Deno.test("proxy resets connections past an app's MaxConnections", async () => {
+  await using target = echoServer();
+  const [limited, other] = freePorts(2);
+  const apps = [
+    { Name: "a", Ports: [limited], Targets: [target.target] },
+    { Name: "b", Ports: [other], Targets: [target.target] },
+  ];
+  await using proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    Apps: [{ ...apps[0], MaxConnections: 2 }, apps[1]],
+  });
+  const open = [await connect(limited!), await connect(limited!)];
+  for (const conn of open) {
+    await writeAll(conn, new TextEncoder().encode("held"));
+    assert.equal(await readText(conn, 4), "held");
+  }
+
+  // A third connection to the app is reset; another app is not limited.
+  await assert.rejects(roundTrip(limited!, "third"), /reset/i);
+  assert.equal(await roundTrip(other!, "other"), "other");
+
+  closeQuietly(open[0]!);
+  await waitFor(
+    async () => await roundTrip(limited!, "later").catch(() => "") === "later",
+    2_000,
+    "a free slot",
+  );
+
+  // A reload keeps the count of the open connections.
+  await proxy.reload({
+    ...FAST_SETTINGS,
+    Apps: [{ ...apps[0], MaxConnections: 1 }, apps[1]],
+  });
+  await assert.rejects(roundTrip(limited!, "full"), /reset/i);
+  closeQuietly(open[1]!);
+  await waitFor(
+    async () => await roundTrip(limited!, "after").catch(() => "") === "after",
+    2_000,
+    "the slot after the reload",
+  );
+});
+
 Deno.test("proxy reload names a new connection limit from more ports", async () => {
   await using target = echoServer();
   const ports = freePorts(3);
