@@ -27,6 +27,7 @@ import {
 import type { Counters } from "../ebpf/steering_maps.ts";
 import { MAX_PREFIXES } from "../ebpf/layout.ts";
 import { counted, firstOf } from "./plural.ts";
+import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
 import { getSockOptInt, SO_COOKIE, SOL_SOCKET } from "../ffi/libc.ts";
 import { openProxySocket, type ProxySocket } from "./proxy_socket.ts";
 import {
@@ -50,6 +51,7 @@ const DRAIN_MAX_MS = 2000;
 const OWNERSHIP_CHECK_MS = 50;
 
 const logger = getLogger(["anyport", "bpf"]);
+const limiter = new LogRateLimiter();
 
 /** Prefixes that a log line lists, before it only counts the rest. */
 const MAX_LOGGED_PREFIXES = 16;
@@ -650,14 +652,21 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     }
     if (local.port === this.addr.port && !this.#isSteered(local)) {
       // A direct connection to the socket's own port, not a steered one.
-      logger.debug("Closing direct connection from {client}", {
-        client: peer?.label ?? "-",
-      });
+      const suppressed = limiter.allow("direct connections", Date.now());
+      if (suppressed >= 0) {
+        logger.info(
+          withSuppressed(
+            "Closed a connection from {client} to the proxy socket's own port {port}: it serves steered connections only",
+            suppressed,
+          ),
+          { client: peer?.label ?? "-", port: local.port, suppressed },
+        );
+      }
       net().close(fd);
       return;
     }
     try {
-      this.#onConn(fd, local.port, peer);
+      this.#onConn(fd, local.port, peer, local);
     } catch (error) {
       // A handler that throws has not taken the descriptor over.
       logger.warn("Handler failed for {client} on port {port}: {error}", {

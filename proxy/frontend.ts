@@ -19,6 +19,11 @@ export type ConnHandler = (
   fd: number,
   port: number,
   peer: SocketAddress | undefined,
+  /**
+   * The original destination address and port, where it comes for free:
+   * in BPF mode, where one socket accepts for every steered address.
+   */
+  local?: SocketAddress,
 ) => void;
 
 /** Set of configured ports, as sorted inclusive ranges without overlaps. */

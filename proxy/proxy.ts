@@ -239,6 +239,7 @@ export class Proxy {
     fd: number,
     port: number,
     peer: SocketAddress | undefined,
+    local?: SocketAddress,
   ): void => {
     if (this.#stopping) {
       net().close(fd);
@@ -288,7 +289,15 @@ export class Proxy {
       });
       return;
     }
-    const session = new Session(this.#loop, client, peer, port, app, chain);
+    const session = new Session(
+      this.#loop,
+      client,
+      peer,
+      port,
+      app,
+      chain,
+      local,
+    );
     this.#sessions.add(session);
     app.open.value++;
     this.#limit?.update(this.#sessions.size);
@@ -417,10 +426,14 @@ export class Proxy {
     pipe?: PipeResult,
   ) {
     if (!accessLog.isEnabledFor("info")) return;
+    const destination = session.local?.label;
     accessLog.info(
-      "{client} -> {app}:{port} via {target}: {end}, {sent} B sent, {received} B received, {durationMs} ms",
+      destination === undefined
+        ? "{client} -> {app}:{port} via {target}: {end}, {sent} B sent, {received} B received, {durationMs} ms"
+        : "{client} -> {destination} ({app}) via {target}: {end}, {sent} B sent, {received} B received, {durationMs} ms",
       {
         client: session.clientLabel,
+        ...(destination === undefined ? {} : { destination }),
         app: session.app.name,
         port: session.port,
         target: target ?? "-",

@@ -18,6 +18,8 @@ export class Session {
    * the proxy's own ports. Empty for a connection from outside.
    */
   readonly chain: readonly string[];
+  /** Original destination, where the frontend reports it (BPF mode). */
+  readonly local: SocketAddress | undefined;
   readonly started = Date.now();
   /** Set once a target accepted the connection and bytes flow. */
   pipe: Pipe | undefined;
@@ -39,6 +41,7 @@ export class Session {
     port: number,
     app: App,
     chain: readonly string[],
+    local?: SocketAddress,
   ) {
     this.#loop = loop;
     this.client = client;
@@ -46,6 +49,7 @@ export class Session {
     this.port = port;
     this.app = app;
     this.chain = chain;
+    this.local = local;
   }
 
   /** Settles when the session has closed both connections. */

@@ -431,6 +431,40 @@ Deno.test({
 
 Deno.test({
   ...BPF,
+  name: "anyport in BPF mode logs the original destination of each connection",
+  async fn() {
+    requireTestNamespace();
+    await using a = nameServer("a");
+    await using b = nameServer("b");
+    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    await using proxy = new ProxyProcess(
+      path,
+      ["--log-level", "info"],
+      undefined,
+      [
+        "--allow-all",
+      ],
+    );
+    await proxy.waitForLog(/Started in bpf mode/);
+    assert.equal(await roundTrip(A_PORTS.first + 3, ""), "a");
+    await proxy.waitForLog(
+      new RegExp(`-> 127\\.0\\.0\\.1:${A_PORTS.first + 3} \\(a\\) via `),
+    );
+    // A connection to the socket itself, not to a steered port.
+    const socket = /Steering to proxy socket \[::ffff:127\.0\.0\.1\]:(\d+)/
+      .exec(proxy.stderr);
+    assert.ok(socket, proxy.stderr);
+    await roundTrip(Number(socket[1]), "").catch(() => "");
+    await proxy.waitForLog(
+      /Closed a connection from 127\.0\.0\.1:\d+ to the proxy socket's own port \d+/,
+    );
+    assert.equal(await proxy.stop("SIGTERM"), 0);
+    await detachAll();
+  },
+});
+
+Deno.test({
+  ...BPF,
   name: "anyport takes over without naming the older proxy socket",
   async fn() {
     requireTestNamespace();
