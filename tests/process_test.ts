@@ -271,10 +271,10 @@ Deno.test("anyport ignores SIGHUP while it drains", async () => {
   assert.equal(code, 0);
 });
 
-Deno.test("anyport reloads when a symlinked config is swapped", async () => {
+Deno.test("anyport reloads when a symlinked config is swapped, then edited", async () => {
   // The layout Kubernetes uses for a mounted ConfigMap.
   await using echo = echoServer();
-  const [kept, added] = freePorts(2);
+  const [kept, added, edited] = freePorts(3);
   const dir = await Deno.makeTempDir({ prefix: "anyport-configmap-" });
   const version = async (name: string, ports: number[]) => {
     await Deno.mkdir(`${dir}/${name}`);
@@ -297,6 +297,20 @@ Deno.test("anyport reloads when a symlinked config is swapped", async () => {
   await Deno.rename(`${dir}/..data_tmp`, `${dir}/..data`);
   await waitFor(() => accepts(added!), 5_000, "added port to accept");
   assert.equal(await roundTrip(added!, "v2"), "v2");
+
+  // The new target is in a directory that was not watched at start.
+  await Deno.writeTextFile(
+    `${dir}/..v2/config.json`,
+    JSON.stringify({
+      ...FAST_SETTINGS,
+      Apps: [{
+        Name: "a",
+        Ports: [kept, added, edited],
+        Targets: [echo.target],
+      }],
+    }),
+  );
+  await waitFor(() => accepts(edited!), 5_000, "edited port to accept");
 });
 
 Deno.test("anyport reloads a changed config file and keeps sessions", async () => {
