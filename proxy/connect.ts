@@ -57,6 +57,8 @@ export function connectToApp(
     const target = candidates[index];
     if (target === undefined || control?.cancelled) return done(undefined);
     index++;
+    // Tried before its back-off ends, because no target of the app is up.
+    const early = target.isDown(Date.now());
     const mark = target.beginConnect();
     if (control !== undefined) {
       control.target = target.address.label;
@@ -83,6 +85,12 @@ export function connectToApp(
               app: app.name,
               target: target.address.label,
             });
+            // After an outage of the whole app, such as a restart of every
+            // target, the others are likely back too: probe them now.
+            if (early) {
+              const now = Date.now();
+              for (const other of app.targets) other.endBackoff(now);
+            }
           }
           return done({ conn: result, target, attempts: index });
         }
@@ -97,6 +105,11 @@ export function connectToApp(
           target.cancelConnect(mark);
           logResourceError(app, target, result, client);
           return done(undefined, "out of resources");
+        }
+        if (early) {
+          target.recordEarlyFailure();
+          logFailure(app, target, result, client, index < candidates.length);
+          return next();
         }
         if (target.startedBeforeBackoff(mark)) {
           // Another connect put the target into back-off while this one

@@ -83,6 +83,26 @@ export class TargetState {
     return period;
   }
 
+  /**
+   * Ends a connect that failed while the back-off was still running, which
+   * happens when no target of the app is up. The back-off stays as it is:
+   * lengthened by every client that tries, it would reach the maximum
+   * within a second of an outage, and keep the target out that long after
+   * it is back.
+   */
+  recordEarlyFailure(): void {
+    this.probing = false;
+  }
+
+  /**
+   * Ends the back-off now, so that the next connection probes the target.
+   */
+  endBackoff(now: number): void {
+    if (this.failures > 0 && !this.probing) {
+      this.downUntil = Math.min(this.downUntil, now);
+    }
+  }
+
   /** Records a successful connect. Returns whether the target was down. */
   recordSuccess(): boolean {
     const wasDown = this.failures > 0;

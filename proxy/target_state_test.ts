@@ -197,3 +197,26 @@ Deno.test("TargetState keeps the probe when an older connect ends", () => {
   assert.equal(state.probing, false);
   assert.equal(state.isAvailable(60_000), true);
 });
+
+Deno.test("TargetState keeps its back-off after an early failure", () => {
+  const target = new TargetState(ADDRESS);
+  target.recordFailure(1_000, 500, 10_000);
+  target.beginConnect();
+  assert.equal(target.isAvailable(1_100), false);
+
+  target.recordEarlyFailure();
+
+  assert.equal(target.downUntil, 1_500);
+  assert.equal(target.probing, false);
+  assert.equal(target.isAvailable(1_500), true);
+});
+
+Deno.test("TargetState.endBackoff() lets the next connection probe", () => {
+  const target = new TargetState(ADDRESS);
+  target.recordFailure(1_000, 500, 10_000);
+
+  target.endBackoff(1_100);
+
+  assert.equal(target.isAvailable(1_100), true);
+  assert.equal(target.failures, 1);
+});

@@ -189,6 +189,30 @@ Deno.test("proxy skips a failed target while another is up, until its back-off e
   assert.ok(server.accepted > 0, "target not tried after its back-off");
 });
 
+Deno.test("proxy brings every target back after an outage of all of them", async () => {
+  const [port, first, second] = freePorts(3);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    BackoffMs: 1_000,
+    MaxBackoffMs: 60_000,
+    Balance: "round-robin",
+    Apps: [{
+      Name: "a",
+      Ports: [port],
+      Targets: [`127.0.0.1:${first}`, `127.0.0.1:${second}`],
+    }],
+  });
+  // Every client of the outage tries both targets; none may lengthen their
+  // back-off towards the 60 s maximum.
+  for (let i = 0; i < 20; i++) assert.equal(await roundTrip(port!, "x"), "");
+  await using one = echoServer("127.0.0.1", first);
+  await using two = echoServer("127.0.0.1", second);
+
+  for (let i = 0; i < 10; i++) assert.equal(await roundTrip(port!, "y"), "y");
+  assert.ok(one.accepted > 0, `first target got ${one.accepted}`);
+  assert.ok(two.accepted > 0, `second target got ${two.accepted}`);
+});
+
 Deno.test("proxy tries a failed target at once when no other target is up", async () => {
   const [port, later] = freePorts(2);
   await using _proxy = await TestProxy.start({
