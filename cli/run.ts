@@ -112,9 +112,9 @@ export async function runProxy(options: RunOptions): Promise<number> {
   });
   await reloading;
   log.info(
-    "Stopping: no new connections, draining {count} for up to {drainMs} ms",
+    "Stopping: no new connections, draining {counted} for up to {drainMs} ms",
     {
-      count: counted(proxy.connections, "open connection"),
+      counted: counted(proxy.connections, "open connection"),
       open: proxy.connections,
       drainMs: proxy.config.settings.drainTimeoutMs,
     },
@@ -273,9 +273,10 @@ function logConfigError(
     });
     return;
   }
-  write(`${action}: {path} has {count}:`, {
+  write(`${action}: {path} has {counted}:`, {
     path,
-    count: counted(error.problems.length, "problem"),
+    counted: counted(error.problems.length, "problem"),
+    count: error.problems.length,
   });
   for (const problem of error.problems.slice(0, MAX_LOGGED_PROBLEMS)) {
     write("  {problem}", { path, problem: formatProblem(problem) });

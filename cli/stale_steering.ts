@@ -49,8 +49,8 @@ export async function warnOfPinnedSteering(config: Config): Promise<void> {
   );
   if (configuredSteered.length === 0) {
     log.warning(
-      'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}) on {count}, none of them in this config: connections to them {fate}. Run "anyport bpf detach" unless a BPF-mode proxy should serve them',
-      { path, count: counted(pinned.ports.size, "port"), fate },
+      'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}) on {counted}, none of them in this config: connections to them {fate}. Run "anyport bpf detach" unless a BPF-mode proxy should serve them',
+      { path, counted: counted(pinned.ports.size, "port"), fate },
     );
     return;
   }
@@ -58,10 +58,10 @@ export async function warnOfPinnedSteering(config: Config): Promise<void> {
   const ranges = mergeRanges(configuredSteered).map(formatRange);
   const listed = firstOf(ranges, RANGES_SHOWN);
   log.warning(
-    'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}) and takes {count} of this config ({ports}): connections to them {fate} instead of reaching these listeners. Run "anyport bpf detach" unless a BPF-mode proxy should serve them',
+    'BPF steering of an earlier BPF-mode run is still attached in this network namespace ({path}) and takes {counted} of this config ({ports}): connections to them {fate} instead of reaching these listeners. Run "anyport bpf detach" unless a BPF-mode proxy should serve them',
     {
       path,
-      count: counted(configuredSteered.length, "port"),
+      counted: counted(configuredSteered.length, "port"),
       ports: listed,
       fate,
     },

@@ -548,9 +548,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     this.#leaveStandby();
     this.#restoreOwnSteering();
     logger.warn(
-      "Took steering back: the anyport process that owned it is gone; steering this process's {count} on {prefixes}",
+      "Took steering back: the anyport process that owned it is gone; steering this process's {counted} on {prefixes}",
       {
-        count: counted(this.#ports.size, "port"),
+        counted: counted(this.#ports.size, "port"),
         ports: this.#ports.size,
         prefixes: firstOf(
           this.#prefixes.map(formatPrefix),

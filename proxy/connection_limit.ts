@@ -114,11 +114,11 @@ export class ConnectionLimit {
       this.#loggedPauseAt = Date.now();
       log.warn(
         withSuppressed(
-          "Connection limit reached: {count} open, so new ones wait in the listen backlog until some close. Raise MaxConnections or the open-file limit (ulimit -n) if this load is normal",
+          "Connection limit reached: {counted} open, so new ones wait in the listen backlog until some close. Raise MaxConnections or the open-file limit (ulimit -n) if this load is normal",
           suppressed,
         ),
         {
-          count: counted(open, "connection"),
+          counted: counted(open, "connection"),
           open,
           max: this.#max,
           suppressed,
@@ -129,12 +129,12 @@ export class ConnectionLimit {
       this.#resume();
       const pausedAt = this.#loggedPauseAt;
       this.#loggedPauseAt = undefined;
-      const properties = { count: counted(open, "connection"), open };
+      const properties = { counted: counted(open, "connection"), open };
       if (pausedAt === undefined) {
-        log.debug("Accepting again: {count} open", properties);
+        log.debug("Accepting again: {counted} open", properties);
       } else {
         log.info(
-          "Accepting again: {count} open, {pausedMs} ms after the connection limit was reached",
+          "Accepting again: {counted} open, {pausedMs} ms after the connection limit was reached",
           { ...properties, pausedMs: Date.now() - pausedAt },
         );
       }

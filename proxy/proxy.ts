@@ -467,12 +467,12 @@ export class Proxy {
     if (suppressed < 0) return;
     log.warning(
       withSuppressed(
-        "App {app} has {count} open, its MaxConnections: new connections to it are reset until some close. Raise its MaxConnections if this load is normal",
+        "App {app} has {counted} open, its MaxConnections: new connections to it are reset until some close. Raise its MaxConnections if this load is normal",
         suppressed,
       ),
       {
         app: app.name,
-        count: counted(app.open.value, "connection"),
+        counted: counted(app.open.value, "connection"),
         open: app.open.value,
         suppressed,
       },
