@@ -438,8 +438,10 @@ function checkKeys(
   for (const key of Object.keys(value)) {
     if (known.includes(key)) continue;
     const hint = closestKey(key, known);
+    // A key with a line break would forge a line in `check`'s output.
+    const shown = CONTROL.test(key) ? quoteControls(key) : key;
     problems.push({
-      path: path === "" ? key : `${path}.${key}`,
+      path: path === "" ? shown : `${path}.${shown}`,
       message: `unknown key${
         hint === undefined ? "" : `: did you mean "${hint}"?`
       }${hint === undefined ? `: known keys are ${known.join(", ")}` : ""}`,

@@ -703,6 +703,14 @@ Deno.test("parseConfig() hints at setting names", async (t) => {
   }
 });
 
+Deno.test("parseConfig() quotes an unknown key with a line break", () => {
+  assertOneProblem(
+    withApp({ "x\nINFO forged": 1 }),
+    'Apps[0]."x\\nINFO forged"',
+    "unknown key: known keys are Name, Ports, Targets, Balance, MaxConnections",
+  );
+});
+
 Deno.test("parseConfig() lists known keys when no key is close", () => {
   assertOneProblem(
     withApp({ Colour: "red" }),

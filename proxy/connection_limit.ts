@@ -47,6 +47,13 @@ export function limitWarning(
       counted(max, "connection")
     } at once: raise it (ulimit -n, systemd LimitNOFILE)`;
   }
+  if (derived && listeningSockets > max) {
+    return `The ${
+      counted(listeningSockets, "listening socket")
+    } take most of the open-file limit of ${descriptorLimit}, which leaves room for ${
+      counted(max, "connection")
+    } at once: raise the limit (ulimit -n, systemd LimitNOFILE), or use "Mode": "bpf", which needs one socket for every port`;
+  }
   return undefined;
 }
 

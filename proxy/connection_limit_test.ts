@@ -68,6 +68,10 @@ Deno.test("limitWarning() names a limit the descriptors cannot hold", () => {
     limitWarning(1, 100, 40, true) ?? "",
     /^The open-file limit of 100 leaves room for only 1 connection at once: /,
   );
+  assert.match(
+    limitWarning(18, 20_000, 19_900, true) ?? "",
+    /^The 19900 listening sockets take most of the open-file limit of 20000, which leaves room for 18 connections at once: /,
+  );
   assert.equal(limitWarning(9_967, 20_000, 1, true), undefined);
   assert.equal(limitWarning(5, 20_000, 1, false), undefined);
 });

@@ -6,6 +6,7 @@ import { findListenerFd } from "../ffi/socket_fd.ts";
 import { formatHostPort } from "./address.ts";
 import { expandRanges } from "./ports.ts";
 import { isResourceExhausted } from "./os_error.ts";
+import { counted } from "./plural.ts";
 import { readLocalListeners } from "./local_listeners.ts";
 
 const log = getLogger(["anyport", "listener"]);
@@ -85,8 +86,12 @@ export class PortListeners implements Frontend {
     try {
       listener = Deno.listen({ hostname: this.hostname, port });
     } catch (error) {
-      const fix = isResourceExhausted(error)
-        ? `${portCount} ports need as many descriptors, plus two per connection: raise the limit (ulimit -n, systemd LimitNOFILE) or use "Mode": "bpf", which needs one socket`
+      const fix = error instanceof Deno.errors.AddrNotAvailable
+        ? `ListenAddress ${this.hostname} is not an address of this host: use one of its addresses, or "::" for all of them`
+        : isResourceExhausted(error)
+        ? `${
+          counted(portCount, "port")
+        } need as many descriptors, plus two per connection: raise the limit (ulimit -n, systemd LimitNOFILE) or use "Mode": "bpf", which needs one socket`
         : error instanceof Deno.errors.AddrInUse
         ? addressInUseFix(port)
         : "check ListenAddress and the port";
