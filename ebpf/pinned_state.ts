@@ -57,11 +57,32 @@ export class PinnedState implements Disposable {
   readonly maps: SteeringMaps;
   readonly linkFd: number;
   #closed = false;
+  /** The program this process loaded, kept to put it back into the link. */
+  #object: BpfObject | undefined;
 
   constructor(path: string, maps: SteeringMaps, linkFd: number) {
     this.path = path;
     this.maps = maps;
     this.linkFd = linkFd;
+  }
+
+  /** Keeps `object`, the program that this process attached, until dispose. */
+  keepProgram(object: BpfObject): void {
+    this.#object?.[Symbol.dispose]();
+    this.#object = object;
+  }
+
+  /**
+   * Puts this process's program back into the link, after a newer process
+   * swapped in its own and then stopped (a rollback, perhaps of an upgrade
+   * with a changed program).
+   *
+   * @returns false when this process kept no program, as for status
+   */
+  restoreProgram(): boolean {
+    if (this.#object === undefined) return false;
+    linkUpdate(this.linkFd, this.#object.program(PROGRAM_NAME).fd);
+    return true;
   }
 
   /** Reads the kernel's information about the link. */
@@ -84,6 +105,7 @@ export class PinnedState implements Disposable {
     this.#closed = true;
     this.maps[Symbol.dispose]();
     closeFd(this.linkFd);
+    this.#object?.[Symbol.dispose]();
   }
 }
 
@@ -121,9 +143,14 @@ export function attachSteering(pinRoot: string): PinnedState {
       });
       Deno.removeSync(path, { recursive: true });
     }
-    if (createPins(pinRoot, path)) {
+    const object = createPins(pinRoot, path);
+    if (object !== undefined) {
       const created = openPinnedState(path);
-      if (created !== undefined) return created;
+      if (created !== undefined) {
+        created.keepProgram(object);
+        return created;
+      }
+      object[Symbol.dispose]();
     }
   }
   throw new Error(
@@ -230,8 +257,9 @@ function openSteerObject(): BpfObject {
 
 /** Loads this build's program with the pinned maps and swaps it in. */
 function reuse(state: PinnedState): PinnedState {
+  let object: BpfObject | undefined;
   try {
-    using object = openSteerObject();
+    object = openSteerObject();
     const missing = MAP_NAMES.filter((name) => !state.maps.has(name));
     for (const name of MAP_NAMES) {
       if (state.maps.has(name)) object.map(name).reuseFd(state.maps.fd(name));
@@ -244,9 +272,11 @@ function reuse(state: PinnedState): PinnedState {
       state.maps.adopt(name, objGet(`${state.path}/${name}`));
     }
     linkUpdate(state.linkFd, object.program(PROGRAM_NAME).fd);
+    state.keepProgram(object);
     logger.info("Reusing pinned BPF state in {path}", { path: state.path });
     return state;
   } catch (error) {
+    object?.[Symbol.dispose]();
     state[Symbol.dispose]();
     if (error instanceof InvalidObjectError) throw error;
     throw new Error(
@@ -261,14 +291,15 @@ function reuse(state: PinnedState): PinnedState {
  * Loads and attaches the program, pins it into a temporary directory and
  * renames that to `path`.
  *
- * @returns false when another process pinned its state at `path` first
+ * @returns the loaded object, or `undefined` when another process pinned
+ * its state at `path` first
  */
-function createPins(pinRoot: string, path: string): boolean {
+function createPins(pinRoot: string, path: string): BpfObject | undefined {
   const temporary = `${pinRoot}/${temporaryPrefix()}${Deno.pid}`;
-  using object = openSteerObject();
-  object.load();
+  const object = openSteerObject();
   const netnsFd = openReadOnly("/proc/self/ns/net");
   try {
+    object.load();
     using link = object.program(PROGRAM_NAME).attachNetns(netnsFd);
     Deno.mkdirSync(temporary, { mode: 0o700 });
     for (const name of MAP_NAMES) {
@@ -277,14 +308,15 @@ function createPins(pinRoot: string, path: string): boolean {
     link.pin(`${temporary}/${LINK_PIN}`);
     Deno.renameSync(temporary, path);
   } catch (error) {
+    object[Symbol.dispose]();
     removeIfPresent(temporary);
-    if (exists(path)) return false;
+    if (exists(path)) return undefined;
     throw error;
   } finally {
     closeFd(netnsFd);
   }
   logger.info("Attached the BPF steering program, pinned in {path}", { path });
-  return true;
+  return object;
 }
 
 /** Removes temporary directories left by processes that died while pinning. */

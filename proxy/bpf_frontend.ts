@@ -233,7 +233,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     let handedOver = false;
     if (
       cookie === this.#cookie && standby !== undefined &&
-      standby !== this.#cookie
+      standby !== this.#cookie && this.#isAttached()
     ) {
       this.#state.maps.removeSocket();
       handedOver = true;
@@ -292,7 +292,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       // The maps belong to the newer process now; writing this process's
       // ports would steer them to a proxy without those apps.
       logger.warn(
-        "Steering not changed: a newer anyport process owns it; this process only drains",
+        "Steering not changed: a newer anyport process owns it; this process drains, or stands by and steers these ports if it takes steering back",
       );
       this.#ports = requested;
       this.#prefixes = [...prefixes];
@@ -344,8 +344,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     if (displaced !== undefined) this.#displaced.add(displaced);
     this.#state.maps.setSocket(this.#fd);
     this.#socketInserted = true;
-    logger.info("Steering to proxy socket {address}", {
+    logger.info("Steering to proxy socket {address} (socket cookie {cookie})", {
       address: formatHostPort(this.addr.hostname, this.addr.port),
+      cookie: Number(this.#cookie),
     });
     this.#ownershipTimer = setInterval(
       () => this.#checkOwnership(),
@@ -548,7 +549,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     this.#leaveStandby();
     this.#restoreOwnSteering();
     logger.warn(
-      "Took steering back: the anyport process that owned it is gone; steering this process's {counted} on {prefixes}",
+      "Took steering back: the anyport process that owned it stopped or handed it over; steering this process's {counted} on {prefixes}",
       {
         counted: counted(this.#ports.size, "port"),
         ports: this.#ports.size,
@@ -621,11 +622,22 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     }
   }
 
-  /** Writes this process's ports and prefixes, after its socket went in. */
+  /**
+   * Writes this process's ports and prefixes, after its socket went in, and
+   * puts its program back into the link in place of the stopped process's.
+   */
   #restoreOwnSteering(): void {
     this.#owners.clear();
     this.#replaced = false;
     this.#writeSteering(this.#ports, this.#prefixes);
+    try {
+      this.#state.restoreProgram();
+    } catch (error) {
+      logger.warn(
+        "Cannot put this process's BPF program back into the link: {error}. The stopped process's program keeps steering",
+        { error },
+      );
+    }
   }
 
   /**
@@ -641,6 +653,10 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
 
   #dispatch(fd: number, peer: SocketAddress | undefined): void {
     this.#lastAccept = Date.now();
+    // A replaced process gets connections when it stands by and the owner
+    // left: take steering back now rather than at the next check, so that
+    // ports only the owner served are refused again at once.
+    if (this.#replaced && !this.#closed) this.#checkOwnership();
     localLength[0] = SOCKADDR_SIZE;
     const local = net().getsockname(fd, localBuffer, localLengthBytes) < 0
       ? undefined

@@ -160,6 +160,30 @@ Deno.test(
 );
 
 Deno.test(
+  "BpfFrontend takes steering back with its program and ports at once",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using older = new TestServer(root.path, LOCALHOST_V4, () => "older");
+    await older.frontend.apply([{ first: 30280, last: 30280 }]);
+    using state = openPinnedState(statePath(root.path))!;
+    const olderProgram = state.linkInfo().programId;
+    const newer = new TestServer(root.path, LOCALHOST_V4, () => "newer");
+    await newer.frontend.apply([{ first: 30280, last: 30281 }]);
+    assert.notEqual(state.linkInfo().programId, olderProgram);
+    await until(() => state.maps.standbyCookie() !== undefined);
+
+    await newer[Symbol.asyncDispose]();
+    // The first connection that the standby socket gets makes it take
+    // steering back, so the port that only the newer one served is refused
+    // right after.
+    assert.deepEqual(await request("127.0.0.1", 30280), "older");
+    assert.deepEqual(await request("127.0.0.1", 30281), "ConnectionRefused");
+    assert.equal(state.linkInfo().programId, olderProgram);
+  },
+);
+
+Deno.test(
   "BpfFrontend takes over pins made without the standby map",
   NEEDS_ROOT,
   async () => {
