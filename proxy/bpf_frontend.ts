@@ -653,9 +653,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
 
   #dispatch(fd: number, peer: SocketAddress | undefined): void {
     this.#lastAccept = Date.now();
-    // A replaced process gets connections when it stands by and the owner
-    // left: take steering back now rather than at the next check, so that
-    // ports only the owner served are refused again at once.
+    // A replaced process gets connections only as the standby, after the
+    // owner left. It takes steering back now rather than at the next check,
+    // so that ports that only the owner served are refused again at once.
     if (this.#replaced && !this.#closed) this.#checkOwnership();
     localLength[0] = SOCKADDR_SIZE;
     const local = net().getsockname(fd, localBuffer, localLengthBytes) < 0
