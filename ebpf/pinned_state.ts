@@ -66,6 +66,14 @@ export class PinnedState implements Disposable {
     this.linkFd = linkFd;
   }
 
+  /** Returns whether the link is still pinned, so it outlives this process. */
+  isPinned(): boolean {
+    const fd = objGetIfPinned(`${this.path}/${LINK_PIN}`);
+    if (fd < 0) return false;
+    closeFd(fd);
+    return true;
+  }
+
   /** Keeps `object`, the program that this process attached, until dispose. */
   keepProgram(object: BpfObject): void {
     this.#object?.[Symbol.dispose]();

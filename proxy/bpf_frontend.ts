@@ -226,6 +226,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#ownershipTimer);
+    // A standby socket that closes would take every steered connection
+    // while it drains, if the owner stops at the same time.
+    this.#leaveStandby();
     // NOTE: a takeover between this check and the close below can reset
     // connections that the kernel steered here just before.
     let cookie = this.#state.maps.socketCookie();
@@ -249,6 +252,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       await this.#drain();
     }
     const attached = this.#isAttached();
+    const pinned = attached && this.#state.isPinned();
     const olderWaiting = cookie === this.#cookie && this.#olderWaiting();
     // Closing the socket also removes it from the sockmap, in the kernel.
     this.#acceptor?.close();
@@ -258,7 +262,11 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     logger.info("Closed proxy socket {address}", {
       address: formatHostPort(this.addr.hostname, this.addr.port),
     });
-    if (cookie === this.#cookie && attached && olderWaiting) {
+    if (cookie === this.#cookie && attached && !pinned) {
+      logger.info(
+        "BPF steering ends with this process: its pins were removed, so its link goes with it",
+      );
+    } else if (cookie === this.#cookie && attached && olderWaiting) {
       logger.info(
         "An older anyport process still runs and takes steering back within {maxMs} ms; until then connections to steered ports are refused",
         { maxMs: 3 * OWNERSHIP_CHECK_MS },
@@ -291,9 +299,15 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     if (this.#socketInserted && this.#isReplaced()) {
       // The maps belong to the newer process now; writing this process's
       // ports would steer them to a proxy without those apps.
-      logger.warn(
-        "Steering not changed: a newer anyport process owns it; this process drains, or stands by and steers these ports if it takes steering back",
-      );
+      const same = requested.size === this.#ports.size &&
+        [...requested].every((port) => this.#ports.has(port)) &&
+        prefixes.map(formatPrefix).join() ===
+          this.#prefixes.map(formatPrefix).join();
+      if (!same) {
+        logger.warn(
+          "Steering not changed: a newer anyport process owns it; this process drains, or stands by and steers these ports if it takes steering back",
+        );
+      }
       this.#ports = requested;
       this.#prefixes = [...prefixes];
       return;
@@ -332,11 +346,13 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       );
       return;
     }
-    logger.info("Steered ports: {count} ({added} added, {removed} removed)", {
-      count: requested.size,
-      added: added.length,
-      removed: removed.length,
-    });
+    if (first || added.length > 0 || removed.length > 0) {
+      logger.info("Steered ports: {count} ({added} added, {removed} removed)", {
+        count: requested.size,
+        added: added.length,
+        removed: removed.length,
+      });
+    }
   }
 
   #insertSocket(): void {
@@ -463,10 +479,10 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     }
     if (links === undefined || links.length === 0) return;
     logger.warn(
-      "Other sk_lookup programs are attached to this network namespace ({links}). The kernel runs them in attach order with anyport's, so they can take or refuse steered connections: find them with bpftool link show and detach them, or stop the other anyport process if it pins into another bpffs",
+      "Other sk_lookup programs are attached to this network namespace: {links}. The kernel runs them in attach order with anyport's, so they can take or refuse steered connections. They can be another anyport that pins into another bpffs or whose pins were removed, or another tool: find them with bpftool link show, and stop that process or detach them",
       {
         links: firstOf(
-          links.map((l) => `link ${l.id}, program ${l.programId}`),
+          links.map((l) => `link ${l.id} (program ${l.programId})`),
           5,
         ),
       },
@@ -520,9 +536,14 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
         }
         this.#replaced = true;
         logger.info(
-          "Another anyport process took steering over: this one gets no new connections, so stop it to finish draining",
+          "Another anyport process took steering over: this one stands by for a rollback and gets new connections only if that one stops; stop this one to drain it once the newer one serves well",
         );
         this.#standBy();
+      } else {
+        // A socket that stands by while this one owns steering was replaced
+        // by this one or before it, so it is older.
+        const standby = this.#state.maps.standbyCookie();
+        if (standby !== undefined) this.#displaced.add(standby);
       }
     } catch (error) {
       logger.warn("Cannot check BPF steering ownership: {error}", { error });
@@ -580,8 +601,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
    * Makes this socket the standby socket, which the program uses while the
    * sockmap is empty, right after this process was replaced: connections
    * then keep flowing when the owner stops first (a rollback). A standby
-   * socket of a process that this one replaced gives way; one of a newer
-   * process, which came within the same ownership check, stays.
+   * socket that stood by while this one owned steering, or that this one
+   * replaced, is older and gives way; one of a newer process, which came
+   * within the same ownership check, stays.
    */
   #standBy(): void {
     const standby = this.#state.maps.standbyCookie();

@@ -184,6 +184,74 @@ Deno.test(
 );
 
 Deno.test(
+  "BpfFrontend hands a rollback to the newest replaced process",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    const ports = [{ first: 30290, last: 30290 }];
+    await using a = new TestServer(root.path, LOCALHOST_V4, () => "a");
+    await a.frontend.apply(ports);
+    using pins = openPinnedState(statePath(root.path))!;
+    const b = new TestServer(root.path, LOCALHOST_V4, () => "b");
+    await b.frontend.apply(ports);
+    await using c = new TestServer(root.path, LOCALHOST_V4, () => "c");
+    await c.frontend.apply(ports);
+    await until(() => pins.maps.standbyCookie() !== undefined);
+    // B, the standby, stops; A, the oldest, stands by in its place, and C,
+    // the owner, sees it there.
+    await b[Symbol.asyncDispose]();
+    await until(() => pins.maps.standbyCookie() !== undefined);
+    const oldest = pins.maps.standbyCookie();
+    await delay(120);
+
+    const d = new TestServer(root.path, LOCALHOST_V4, () => "d");
+    await d.frontend.apply(ports);
+    await until(() => pins.maps.standbyCookie() !== oldest);
+    await d[Symbol.asyncDispose]();
+
+    assert.deepEqual(await request("127.0.0.1", 30290), "c");
+  },
+);
+
+Deno.test(
+  "BpfFrontend leaves the standby slot when it stops with the owner",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    const ports = [{ first: 30295, last: 30295 }];
+    await using oldest = new TestServer(root.path, LOCALHOST_V4, () => "o");
+    await oldest.frontend.apply(ports);
+    using pins = openPinnedState(statePath(root.path))!;
+    const standby = new TestServer(root.path, LOCALHOST_V4, () => "s");
+    await standby.frontend.apply(ports);
+    const owner = new TestServer(root.path, LOCALHOST_V4, () => "n");
+    await owner.frontend.apply(ports);
+    await until(() => pins.maps.standbyCookie() !== undefined);
+    await delay(120);
+
+    let probing = true;
+    const replies: string[] = [];
+    const probe = (async () => {
+      while (probing) replies.push(await request("127.0.0.1", 30295));
+    })();
+    await delay(20);
+    // Both stop at once; the standby must not take the connections while
+    // it drains.
+    await Promise.all([
+      standby[Symbol.asyncDispose](),
+      owner[Symbol.asyncDispose](),
+    ]);
+    await delay(200);
+    probing = false;
+    await probe;
+
+    const fromStandby = replies.filter((reply) => reply === "s").length;
+    assert.ok(fromStandby <= 2, `replies: ${replies.join(" ")}`);
+    assert.deepEqual(replies.at(-1), "o");
+  },
+);
+
+Deno.test(
   "BpfFrontend takes over pins made without the standby map",
   NEEDS_ROOT,
   async () => {

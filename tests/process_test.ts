@@ -736,7 +736,9 @@ Deno.test("anyport delivers a reply sent during an upload before a target reset"
       read += chunk.length;
       if (read < 65536 || socket.isPaused()) return;
       socket.pause();
-      socket.write(reply, () => socket.destroy());
+      // The wait lets more of the upload arrive unread, so that closing
+      // sends a reset even when the proxy forwards slowly, as under load.
+      socket.write(reply, () => setTimeout(() => socket.destroy(), 50));
     });
   });
   await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
