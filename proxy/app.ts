@@ -11,7 +11,14 @@ export class OpenCount {
 /** Runtime state of one app: its targets with their health, and a balancer. */
 export class App {
   readonly config: AppConfig;
-  readonly targets: readonly TargetState[];
+  /** The targets of the app's config, in order. */
+  readonly ownTargets: readonly TargetState[];
+  /**
+   * The targets that connections go to: the app's own, with each target
+   * that is another app's port on this proxy replaced by that app's
+   * targets; see {@linkcode App.resolveAliases}.
+   */
+  targets: readonly TargetState[];
   readonly balancer: Balancer;
   /**
    * Open connections of the app, counted against its `MaxConnections`. A
@@ -27,10 +34,13 @@ export class App {
   constructor(config: AppConfig, settings: Settings, previous?: App) {
     this.config = config;
     this.balancer = new Balancer(config.balance ?? settings.balance);
-    const old = new Map(previous?.targets.map((t) => [t.address.label, t]));
-    this.targets = config.targets.map((address) =>
+    const old = new Map(
+      previous?.ownTargets.map((t) => [t.address.label, t]),
+    );
+    this.ownTargets = config.targets.map((address) =>
       old.get(address.label) ?? new TargetState(address)
     );
+    this.targets = this.ownTargets;
     this.open = previous?.open ?? new OpenCount();
   }
 
@@ -42,5 +52,27 @@ export class App {
 
   get name(): string {
     return this.config.name;
+  }
+
+  /**
+   * Replaces each target that `ownerOf` finds to be another app's port on
+   * this proxy with that app's targets, through further such apps too. A
+   * connection then goes straight to the server, so it takes one
+   * connection slot instead of two, and never waits for the proxy to
+   * accept itself, which at the connection limit it would not. Targets
+   * shared that way keep one health state.
+   */
+  resolveAliases(ownerOf: (target: TargetState) => App | undefined): void {
+    const seen = new Set<App>([this]);
+    const expand = (app: App): TargetState[] =>
+      app.ownTargets.flatMap((target) => {
+        const owner = ownerOf(target);
+        if (owner === undefined) return [target];
+        // The config check rejects loops; this guards against them anyway.
+        if (seen.has(owner)) return [];
+        seen.add(owner);
+        return expand(owner);
+      });
+    this.targets = [...new Set(expand(this))];
   }
 }

@@ -26,6 +26,7 @@ import {
 import type { SocketAddress } from "./sockaddr.ts";
 import { type LoopedTarget, SelfConnections } from "./self_connect.ts";
 import { parseAddress } from "./prefix.ts";
+import { reachesProxy } from "./loop_check.ts";
 
 const log = getLogger(["anyport"]);
 const accessLog = getLogger(["anyport", "access"]);
@@ -552,6 +553,16 @@ function buildApps(
       previous?.get(appConfig.name),
     );
     apps.set(app.name, app);
+  }
+  // A target that is another app's port here, written as an address that
+  // reaches this proxy, is that app: see App.resolveAliases.
+  const byPort = new Router(apps.values());
+  for (const app of apps.values()) {
+    app.resolveAliases((target) =>
+      reachesProxy(target.address.hostname, config.settings)
+        ? byPort.route(target.address.port)
+        : undefined
+    );
   }
   return apps;
 }

@@ -567,6 +567,33 @@ Deno.test("proxy holds connections past MaxConnections in the backlog", async ()
   closeQuietly(open[1]!);
 });
 
+Deno.test("proxy sends an alias app's clients straight to the other app's targets", async () => {
+  await using target = echoServer();
+  const [alias, web] = freePorts(2);
+  await using proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    // Through the proxy's own port, each client would take two slots, and
+    // the second client would wait for the first to end.
+    MaxConnections: 2,
+    Apps: [
+      { Name: "alias", Ports: [alias], Targets: [`127.0.0.1:${web}`] },
+      { Name: "web", Ports: [web], Targets: [target.target] },
+    ],
+  });
+  const open = [await connect(alias!), await connect(alias!)];
+  try {
+    for (const conn of open) {
+      await writeAll(conn, new TextEncoder().encode("held"));
+      const reply = await Promise.race([readText(conn, 4), delay(3_000)]);
+      assert.equal(reply, "held");
+    }
+    assert.equal(proxy.proxy.connections, 2);
+    assert.equal(target.accepted, 2);
+  } finally {
+    for (const conn of open) closeQuietly(conn);
+  }
+});
+
 Deno.test("proxy resets connections past an app's MaxConnections", async () => {
   await using target = echoServer();
   const [limited, other] = freePorts(2);
