@@ -276,6 +276,21 @@ export class Proxy {
     if (app.full) {
       closeWithReset(fd);
       this.#logAppFull(app);
+      if (accessLog.isEnabledFor("info")) {
+        accessLog.info(
+          "{client} -> {app}:{port} via -: reset at the app's MaxConnections, 0 B sent, 0 B received, 0 ms",
+          {
+            client: peer?.label ?? "-",
+            app: app.name,
+            port,
+            target: "-",
+            end: "app limit",
+            sent: 0,
+            received: 0,
+            durationMs: 0,
+          },
+        );
+      }
       return;
     }
     let client;
@@ -468,11 +483,12 @@ export class Proxy {
     if (suppressed < 0) return;
     log.warning(
       withSuppressed(
-        "App {app} has {counted} open, its MaxConnections: new connections to it are reset until some close. Raise its MaxConnections if this load is normal",
+        "App {app} is at its MaxConnections of {max} ({counted} open): new connections to it are reset until some close. Raise its MaxConnections if this load is normal",
         suppressed,
       ),
       {
         app: app.name,
+        max: app.config.maxConnections,
         counted: counted(app.open.value, "connection"),
         open: app.open.value,
         suppressed,

@@ -366,6 +366,37 @@ Deno.test("anyport applies a rejected config again when the file is saved", asyn
   assert.equal(await roundTrip(taken!, "now"), "now");
 });
 
+Deno.test("anyport logs connections reset at an app's MaxConnections", async () => {
+  await using echo = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    Apps: [{
+      Name: "a",
+      Ports: [port],
+      Targets: [echo.target],
+      MaxConnections: 1,
+    }],
+  });
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  // The readiness probe has ended; one client now holds the only slot.
+  await delay(100);
+  const held = await connect(port!);
+  try {
+    await writeAll(held, new TextEncoder().encode("x"));
+    assert.equal(await held.read(new Uint8Array(1)), 1);
+    await roundTrip(port!, "y").catch(() => "");
+
+    await proxy.waitForLog(
+      /App a is at its MaxConnections of 1 \(1 connection open\)/,
+    );
+    await proxy.waitForLog(/-> a:\d+ via -: reset at the app's MaxConnections/);
+  } finally {
+    closeQuietly(held);
+  }
+});
+
 Deno.test("anyport logs that a rejected file was restored", async () => {
   await using echo = echoServer();
   const [port] = freePorts(1);
