@@ -57,10 +57,10 @@ export class App {
   /**
    * Replaces each target that `ownerOf` finds to be another app's port on
    * this proxy with that app's targets, through further such apps too. A
-   * connection then goes straight to the server, so it takes one
-   * connection slot instead of two, and never waits for the proxy to
-   * accept itself, which at the connection limit it would not. Targets
-   * shared that way keep one health state.
+   * connection then goes straight to the server and takes one connection
+   * slot instead of two. Through the proxy's own port it would wait, at the
+   * connection limit, for an accept that the paused listeners do not make.
+   * Targets shared that way keep one health state.
    */
   resolveAliases(ownerOf: (target: TargetState) => App | undefined): void {
     const seen = new Set<App>([this]);

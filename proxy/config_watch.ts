@@ -9,8 +9,8 @@ export type ReloadTrigger = "file" | "signal";
 /**
  * Calls `onChange` when the config file may have changed on disk, or when
  * the process gets SIGHUP. File events are debounced. The directories of
- * the path and of its resolved target are watched, and of every target that
- * a swapped symlink points to later, so a file replaced by a rename, a
+ * the path, of its resolved target and of every target that a swapped
+ * symlink points to later are watched. So a file replaced by a rename, a
  * swapped symlink (as Kubernetes does for a mounted ConfigMap) and edits of
  * the new target are seen too. The caller compares
  * the content to skip events that changed nothing.
