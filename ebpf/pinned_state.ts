@@ -12,25 +12,19 @@
 
 import { getLogger } from "@logtape/logtape";
 import { BpfObject } from "../ffi/bpf_object.ts";
-import {
-  linkDetach,
-  linkUpdate,
-  objGet,
-  objInfo,
-  objPin,
-} from "../ffi/bpf_fd.ts";
+import { linkDetach, linkUpdate, objGet, objPin } from "../ffi/bpf_fd.ts";
 import { closeFd, ENOENT, openReadOnly } from "../ffi/libc.ts";
 import { LibbpfError } from "../ffi/libbpf.ts";
 import {
   ADDED_MAPS,
   DEFAULT_PIN_ROOT,
-  HOST_LITTLE_ENDIAN,
   MAP_NAMES,
   type MapName,
   PROGRAM_NAME,
 } from "./layout.ts";
 import { STEER_OBJECT } from "./object.ts";
 import { checkBpfRequirements } from "./requirements.ts";
+import { readNetnsLinkInfo } from "./sk_lookup_links.ts";
 import { SteeringMaps } from "./steering_maps.ts";
 
 export { DEFAULT_PIN_ROOT };
@@ -95,16 +89,11 @@ export class PinnedState implements Disposable {
 
   /** Reads the kernel's information about the link. */
   linkInfo(): LinkInfo {
-    // struct bpf_link_info { u32 type, id, prog_id; u32 pad;
-    //   union { struct { u32 netns_ino, attach_type; } netns; ... }; }
-    const info = new Uint8Array(24);
-    objInfo(this.linkFd, info, "read information of the pinned BPF link");
-    const view = new DataView(info.buffer);
-    return {
-      id: view.getUint32(4, HOST_LITTLE_ENDIAN),
-      programId: view.getUint32(8, HOST_LITTLE_ENDIAN),
-      netnsInode: view.getUint32(16, HOST_LITTLE_ENDIAN),
-    };
+    const { id, programId, netnsInode } = readNetnsLinkInfo(
+      this.linkFd,
+      "read information of the pinned BPF link",
+    );
+    return { id, programId, netnsInode };
   }
 
   /** Closes the descriptors; the pins keep the link and the maps alive. */

@@ -67,22 +67,51 @@ function readSkLookupLink(
     throw error;
   }
   try {
-    // struct bpf_link_info { u32 type, id, prog_id; u32 pad;
-    //   union { struct { u32 netns_ino, attach_type; } netns; ... }; }
-    const info = new Uint8Array(24);
-    objInfo(fd, info, `read information of BPF link ${id}`);
-    const view = new DataView(info.buffer);
-    const type = view.getUint32(0, HOST_LITTLE_ENDIAN);
-    const inode = view.getUint32(16, HOST_LITTLE_ENDIAN);
-    const attachType = view.getUint32(20, HOST_LITTLE_ENDIAN);
+    const info = readNetnsLinkInfo(fd, `read information of BPF link ${id}`);
     if (
-      type !== BPF_LINK_TYPE_NETNS || attachType !== BPF_SK_LOOKUP ||
-      inode !== netnsInode
+      info.type !== BPF_LINK_TYPE_NETNS || info.attachType !== BPF_SK_LOOKUP ||
+      info.netnsInode !== netnsInode
     ) {
       return undefined;
     }
-    return { id, programId: view.getUint32(8, HOST_LITTLE_ENDIAN) };
+    return { id, programId: info.programId };
   } finally {
     closeFd(fd);
   }
+}
+
+/** What the kernel reports of a BPF link, with the fields of a netns link. */
+export interface NetnsLinkInfo {
+  /** `enum bpf_link_type`, 5 for a network namespace link. */
+  type: number;
+  /** BPF link id, as `bpftool link list` shows it. */
+  id: number;
+  /** Id of the attached program. */
+  programId: number;
+  /** Inode of the network namespace, 0 once that namespace is gone. */
+  netnsInode: number;
+  /** `enum bpf_attach_type`, 36 for sk_lookup. */
+  attachType: number;
+}
+
+/**
+ * Reads `struct bpf_link_info` of link `fd`; the last two fields mean
+ * something only for a network namespace link.
+ */
+export function readNetnsLinkInfo(
+  fd: number,
+  operation: string,
+): NetnsLinkInfo {
+  // struct bpf_link_info { u32 type, id, prog_id; u32 pad;
+  //   union { struct { u32 netns_ino, attach_type; } netns; ... }; }
+  const info = new Uint8Array(24);
+  objInfo(fd, info, operation);
+  const view = new DataView(info.buffer);
+  return {
+    type: view.getUint32(0, HOST_LITTLE_ENDIAN),
+    id: view.getUint32(4, HOST_LITTLE_ENDIAN),
+    programId: view.getUint32(8, HOST_LITTLE_ENDIAN),
+    netnsInode: view.getUint32(16, HOST_LITTLE_ENDIAN),
+    attachType: view.getUint32(20, HOST_LITTLE_ENDIAN),
+  };
 }

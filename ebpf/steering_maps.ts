@@ -32,6 +32,9 @@ import {
 /** Counter totals over all CPUs, by name. */
 export type Counters = Record<(typeof COUNTER_NAMES)[number], bigint>;
 
+/** Key of the one slot of the `sockets` and `standby` sockmaps. */
+const SLOT = new Uint8Array(4);
+
 /** Size of `struct bpf_map_info` up to and including `name`. */
 const MAP_INFO_SIZE = 40;
 
@@ -173,12 +176,7 @@ export class SteeringMaps implements Disposable {
    * or `undefined` when it is empty.
    */
   socketCookie(): bigint | undefined {
-    const value = new Uint8Array(8);
-    const key = new Uint8Array(4);
-    if (!mapLookup(this.#fds.sockets, key, value, "look up proxy socket")) {
-      return undefined;
-    }
-    return new DataView(value.buffer).getBigUint64(0, HOST_LITTLE_ENDIAN);
+    return this.#readSlot(this.#fds.sockets, "look up proxy socket");
   }
 
   /**
@@ -186,12 +184,10 @@ export class SteeringMaps implements Disposable {
    * step, so every steered connection from then on goes to `fd`.
    */
   setSocket(fd: number): void {
-    const value = new Uint8Array(8);
-    new DataView(value.buffer).setBigUint64(0, BigInt(fd), HOST_LITTLE_ENDIAN);
     mapUpdate(
       this.#fds.sockets,
-      new Uint8Array(4),
-      value,
+      SLOT,
+      socketValue(fd),
       `put socket fd ${fd} into the sockmap`,
     );
   }
@@ -203,12 +199,10 @@ export class SteeringMaps implements Disposable {
    * @returns false when another socket is in the sockmap
    */
   claimSocket(fd: number): boolean {
-    const value = new Uint8Array(8);
-    new DataView(value.buffer).setBigUint64(0, BigInt(fd), HOST_LITTLE_ENDIAN);
     return mapInsert(
       this.#fds.sockets,
-      new Uint8Array(4),
-      value,
+      SLOT,
+      socketValue(fd),
       `put socket fd ${fd} into the empty sockmap`,
     );
   }
@@ -220,7 +214,7 @@ export class SteeringMaps implements Disposable {
    * that process takes steering back at its next check.
    */
   removeSocket(): void {
-    mapDelete(this.#fds.sockets, new Uint8Array(4), "remove the proxy socket");
+    mapDelete(this.#fds.sockets, SLOT, "remove the proxy socket");
   }
 
   /**
@@ -229,18 +223,7 @@ export class SteeringMaps implements Disposable {
    */
   standbyCookie(): bigint | undefined {
     if (!this.has("standby")) return undefined;
-    const value = new Uint8Array(8);
-    if (
-      !mapLookup(
-        this.#fds.standby,
-        new Uint8Array(4),
-        value,
-        "look up the standby socket",
-      )
-    ) {
-      return undefined;
-    }
-    return new DataView(value.buffer).getBigUint64(0, HOST_LITTLE_ENDIAN);
+    return this.#readSlot(this.#fds.standby, "look up the standby socket");
   }
 
   /**
@@ -250,12 +233,10 @@ export class SteeringMaps implements Disposable {
    */
   setStandby(fd: number): void {
     if (!this.has("standby")) return;
-    const value = new Uint8Array(8);
-    new DataView(value.buffer).setBigUint64(0, BigInt(fd), HOST_LITTLE_ENDIAN);
     mapUpdate(
       this.#fds.standby,
-      new Uint8Array(4),
-      value,
+      SLOT,
+      socketValue(fd),
       `make socket fd ${fd} the standby socket`,
     );
   }
@@ -263,11 +244,14 @@ export class SteeringMaps implements Disposable {
   /** Empties the standby slot. */
   removeStandby(): void {
     if (!this.has("standby")) return;
-    mapDelete(
-      this.#fds.standby,
-      new Uint8Array(4),
-      "remove the standby socket",
-    );
+    mapDelete(this.#fds.standby, SLOT, "remove the standby socket");
+  }
+
+  /** Returns the cookie in the one slot of sockmap `fd`, if any. */
+  #readSlot(fd: number, operation: string): bigint | undefined {
+    const value = new Uint8Array(8);
+    if (!mapLookup(fd, SLOT, value, operation)) return undefined;
+    return new DataView(value.buffer).getBigUint64(0, HOST_LITTLE_ENDIAN);
   }
 
   /** Reads every counter, summed over all CPUs. */
@@ -336,4 +320,11 @@ function checkLayout(name: MapName, fd: number): void {
   if (mismatch !== undefined) {
     throw new Error(`Cannot use BPF map "${name}": ${mismatch}`);
   }
+}
+
+/** Encodes socket descriptor `fd` as a sockmap value. */
+function socketValue(fd: number): Uint8Array {
+  const value = new Uint8Array(8);
+  new DataView(value.buffer).setBigUint64(0, BigInt(fd), HOST_LITTLE_ENDIAN);
+  return value;
 }
