@@ -277,19 +277,17 @@ export class Proxy {
       closeWithReset(fd);
       this.#logAppFull(app);
       if (accessLog.isEnabledFor("info")) {
-        accessLog.info(
-          "{client} -> {app}:{port} via -: reset at the app's MaxConnections, 0 B sent, 0 B received, 0 ms",
-          {
-            client: peer?.label ?? "-",
-            app: app.name,
-            port,
-            target: "-",
-            end: "app limit",
-            sent: 0,
-            received: 0,
-            durationMs: 0,
-          },
-        );
+        writeAccessLine({
+          client: peer?.label ?? "-",
+          destination: local?.label,
+          app: app.name,
+          port,
+          target: "-",
+          end: "reset at the app's MaxConnections",
+          sent: 0,
+          received: 0,
+          durationMs: 0,
+        });
       }
       return;
     }
@@ -442,23 +440,17 @@ export class Proxy {
     pipe?: PipeResult,
   ) {
     if (!accessLog.isEnabledFor("info")) return;
-    const destination = session.local?.label;
-    accessLog.info(
-      destination === undefined
-        ? "{client} -> {app}:{port} via {target}: {end}, {sent} B sent, {received} B received, {durationMs} ms"
-        : "{client} -> {destination} ({app}) via {target}: {end}, {sent} B sent, {received} B received, {durationMs} ms",
-      {
-        client: session.clientLabel,
-        ...(destination === undefined ? {} : { destination }),
-        app: session.app.name,
-        port: session.port,
-        target: target ?? "-",
-        end,
-        sent: pipe?.sent ?? 0,
-        received: pipe?.received ?? 0,
-        durationMs: Date.now() - session.started,
-      },
-    );
+    writeAccessLine({
+      client: session.clientLabel,
+      destination: session.local?.label,
+      app: session.app.name,
+      port: session.port,
+      target: target ?? "-",
+      end,
+      sent: pipe?.sent ?? 0,
+      received: pipe?.received ?? 0,
+      durationMs: Date.now() - session.started,
+    });
   }
 
   /**
@@ -581,6 +573,36 @@ function buildApps(
     );
   }
   return apps;
+}
+
+/** The fields of one access line. */
+interface AccessLine {
+  client: string;
+  /** Original destination, where the frontend reports it (BPF mode). */
+  destination: string | undefined;
+  app: string;
+  port: number;
+  target: string;
+  end: string;
+  sent: number;
+  received: number;
+  durationMs: number;
+}
+
+/** Logs the line of one finished or refused client connection. */
+function writeAccessLine(line: AccessLine): void {
+  const { destination, ...rest } = line;
+  if (destination === undefined) {
+    accessLog.info(
+      "{client} -> {app}:{port} via {target}: {end}, {sent} B sent, {received} B received, {durationMs} ms",
+      rest,
+    );
+  } else {
+    accessLog.info(
+      "{client} -> {destination} ({app}) via {target}: {end}, {sent} B sent, {received} B received, {durationMs} ms",
+      { destination, ...rest },
+    );
+  }
 }
 
 /** Returns whether two addresses are the same, however they are spelled. */

@@ -380,20 +380,22 @@ Deno.test("anyport logs connections reset at an app's MaxConnections", async () 
   });
   await using proxy = new ProxyProcess(path);
   await waitFor(() => accepts(port!), 10_000, "proxy to accept");
-  // The readiness probe has ended; one client now holds the only slot.
+  // The readiness probe has ended, so one client now takes the only slot.
   await delay(100);
-  const held = await connect(port!);
+  const occupant = await connect(port!);
   try {
-    await writeAll(held, new TextEncoder().encode("x"));
-    assert.equal(await held.read(new Uint8Array(1)), 1);
+    await writeAll(occupant, new TextEncoder().encode("x"));
+    assert.equal(await occupant.read(new Uint8Array(1)), 1);
     await roundTrip(port!, "y").catch(() => "");
 
     await proxy.waitForLog(
       /App a is at its MaxConnections of 1 \(1 connection open\)/,
     );
-    await proxy.waitForLog(/-> a:\d+ via -: reset at the app's MaxConnections/);
+    await proxy.waitForLog(
+      /-> a:\d+ via -: reset at the app's MaxConnections, 0 B sent/,
+    );
   } finally {
-    closeQuietly(held);
+    closeQuietly(occupant);
   }
 });
 
