@@ -247,7 +247,7 @@ export const BASELINE_ID = "haproxy-1";
 /**
  * Row ids in the order that a round measures them (every other round runs
  * it backwards). The baseline sits between the two anyport rows, so each of
- * them runs right before or after it in every round: the figures of one
+ * them runs right before or after it in every round. The figures of one
  * row moved by up to 20% between rounds, and a ratio of two rows measured
  * half a minute apart picked up part of that drift.
  */

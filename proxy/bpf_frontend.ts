@@ -305,7 +305,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
           this.#prefixes.map(formatPrefix).join();
       if (!same) {
         logger.warn(
-          "Steering not changed: a newer anyport process owns it; this process drains, or stands by and steers these ports if it takes steering back",
+          "Steering not changed: a newer anyport process owns it. This process keeps these ports and steers them if it takes steering back in a rollback",
         );
       }
       this.#ports = requested;
@@ -465,8 +465,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
 
   /**
    * Warns of sk_lookup programs that others attached to this network
-   * namespace, such as a second anyport pinned in another bpffs, which
-   * take or refuse steered connections by attach order.
+   * namespace, such as a second anyport pinned in another bpffs. They run
+   * in attach order with anyport's and can take or refuse steered
+   * connections.
    */
   #warnOfOtherLinks(): void {
     let links: SkLookupLink[] | undefined;
@@ -540,7 +541,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
         );
         this.#standBy();
       } else {
-        // A socket that stands by while this one owns steering was replaced
+        // The standby socket seen while this one owns steering was replaced
         // by this one or before it, so it is older.
         const standby = this.#state.maps.standbyCookie();
         if (standby !== undefined) this.#displaced.add(standby);
@@ -601,9 +602,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
    * Makes this socket the standby socket, which the program uses while the
    * sockmap is empty, right after this process was replaced: connections
    * then keep flowing when the owner stops first (a rollback). A standby
-   * socket that stood by while this one owned steering, or that this one
-   * replaced, is older and gives way; one of a newer process, which came
-   * within the same ownership check, stays.
+   * socket seen while this one owned steering, or one that this one replaced,
+   * is older and gives way. One of a newer process, which came within the
+   * same ownership check, stays.
    */
   #standBy(): void {
     const standby = this.#state.maps.standbyCookie();
@@ -634,7 +635,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   }
 
   /**
-   * Empties the standby slot when it holds this socket, after this process
+   * Empties the standby slot when it contains this socket, after this process
    * took steering. Otherwise, when the socket closes, the kernel would empty
    * both slots at once and leave no socket to take the connections.
    */

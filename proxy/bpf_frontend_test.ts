@@ -150,7 +150,9 @@ Deno.test(
     closing = false;
     await probe;
 
-    const unexpected = replies.filter((r) => r !== "newer" && r !== "older");
+    const unexpected = replies.filter((reply) =>
+      reply !== "newer" && reply !== "older"
+    );
     assert.deepEqual(unexpected, [], `replies: ${replies.join(" ")}`);
     assert.deepEqual(replies.at(-1), "older");
     // The older process takes the sockmap and leaves the standby slot.
@@ -189,25 +191,25 @@ Deno.test(
   async () => {
     using root = new TestPinRoot();
     const ports = [{ first: 30290, last: 30290 }];
-    await using a = new TestServer(root.path, LOCALHOST_V4, () => "a");
-    await a.frontend.apply(ports);
+    await using first = new TestServer(root.path, LOCALHOST_V4, () => "a");
+    await first.frontend.apply(ports);
     using pins = openPinnedState(statePath(root.path))!;
-    const b = new TestServer(root.path, LOCALHOST_V4, () => "b");
-    await b.frontend.apply(ports);
-    await using c = new TestServer(root.path, LOCALHOST_V4, () => "c");
-    await c.frontend.apply(ports);
+    const second = new TestServer(root.path, LOCALHOST_V4, () => "b");
+    await second.frontend.apply(ports);
+    await using third = new TestServer(root.path, LOCALHOST_V4, () => "c");
+    await third.frontend.apply(ports);
     await until(() => pins.maps.standbyCookie() !== undefined);
-    // B, the standby, stops; A, the oldest, stands by in its place, and C,
-    // the owner, sees it there.
-    await b[Symbol.asyncDispose]();
+    // The second one, the standby, stops. The first one becomes the standby
+    // in its place, and the third one, the owner, sees it there.
+    await second[Symbol.asyncDispose]();
     await until(() => pins.maps.standbyCookie() !== undefined);
-    const oldest = pins.maps.standbyCookie();
+    const firstCookie = pins.maps.standbyCookie();
     await delay(120);
 
-    const d = new TestServer(root.path, LOCALHOST_V4, () => "d");
-    await d.frontend.apply(ports);
-    await until(() => pins.maps.standbyCookie() !== oldest);
-    await d[Symbol.asyncDispose]();
+    const fourth = new TestServer(root.path, LOCALHOST_V4, () => "d");
+    await fourth.frontend.apply(ports);
+    await until(() => pins.maps.standbyCookie() !== firstCookie);
+    await fourth[Symbol.asyncDispose]();
 
     assert.deepEqual(await request("127.0.0.1", 30290), "c");
   },

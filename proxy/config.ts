@@ -439,9 +439,9 @@ function checkKeys(
     if (known.includes(key)) continue;
     const hint = closestKey(key, known);
     // A key with a line break would forge a line in `check`'s output.
-    const shown = CONTROL.test(key) ? quoteControls(key) : key;
+    const printedKey = CONTROL.test(key) ? quoteControls(key) : key;
     problems.push({
-      path: path === "" ? shown : `${path}.${shown}`,
+      path: path === "" ? printedKey : `${path}.${printedKey}`,
       message: `unknown key${
         hint === undefined ? "" : `: did you mean "${hint}"?`
       }${hint === undefined ? `: known keys are ${known.join(", ")}` : ""}`,
