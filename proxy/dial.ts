@@ -9,6 +9,7 @@ import {
   SOCK_STREAM,
   socketError,
 } from "../ffi/net.ts";
+import { checkConnectErrno } from "./connect_errno.ts";
 import { type EventLoop, Watched } from "./event_loop.ts";
 import { parseAddress } from "./prefix.ts";
 import type { Resolver } from "./resolver.ts";
@@ -247,8 +248,8 @@ function connectOnce(
     ? symbols.connect(fd, sockaddr, sockaddr.length)
     : ports.connect(fd, sockaddr, loop.now);
   if (connected < 0) {
-    const code = lastErrno();
-    if (code !== EINPROGRESS) {
+    const code = checkConnectErrno(fd, sockaddr, lastErrno());
+    if (code !== EINPROGRESS && code !== 0) {
       symbols.close(fd);
       return done(new OsError("connect", code));
     }
