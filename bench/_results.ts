@@ -21,6 +21,11 @@ export interface RunSettings {
   seconds: number;
   /** Warm-up before each load measurement, not counted, in seconds. */
   warmupSeconds: number;
+  /**
+   * Short connections run through each freshly started proxy before its
+   * measurements, not counted, in seconds. Missing in older results.
+   */
+  startWarmupSeconds?: number;
   /** Rounds over all rows. Each figure is the median over rounds. */
   rounds: number;
   /** Concurrent clients for short connections and ping-pong. */

@@ -59,6 +59,7 @@ function readSettings(): RunSettings {
   return {
     seconds: number("BENCH_SECONDS", 5, 60),
     warmupSeconds: 1,
+    startWarmupSeconds: 4,
     rounds: Math.round(number("BENCH_ROUNDS", 7, 9)),
     conns: 32,
     idleConns: 5_000,

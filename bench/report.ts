@@ -189,7 +189,13 @@ function methodSection(results: Results): string[] {
     "within a round, so the machine getting faster or slower between " +
     "rounds cancels out. " +
     "Each load measurement runs " +
-    `${s.seconds} s after a ${s.warmupSeconds} s warm-up.`,
+    `${s.seconds} s after a ${s.warmupSeconds} s warm-up.` +
+    (s.startWarmupSeconds
+      ? ` Each proxy is started afresh for each row and first gets ` +
+        `${s.startWarmupSeconds} s of short connections that are not ` +
+        "counted, because anyport's JIT compiler needs a few seconds of " +
+        "load to reach its speed (`bench/_measure.ts`)."
+      : ""),
     "",
     `- **Short connections:** ${s.conns} clients each loop over connect, ` +
     "send 16 bytes, receive them back, close. Before it, `ss -K` closes " +
