@@ -95,12 +95,15 @@ export class TargetState {
   }
 
   /**
-   * Ends the back-off now, so that the next connection probes the target.
+   * Ends the back-off now, so that the next connection probes the target,
+   * and restarts the doubling from the base period. A probe already in
+   * flight stays the only one. If it fails early, the next connection probes
+   * again.
    */
   endBackoff(now: number): void {
-    if (this.failures > 0 && !this.probing) {
-      this.downUntil = Math.min(this.downUntil, now);
-    }
+    if (this.failures === 0) return;
+    this.failures = 1;
+    this.downUntil = Math.min(this.downUntil, now);
   }
 
   /** Records a successful connect. Returns whether the target was down. */

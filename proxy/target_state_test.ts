@@ -220,3 +220,34 @@ Deno.test("TargetState.endBackoff() lets the next connection probe", () => {
   assert.equal(target.isAvailable(1_100), true);
   assert.equal(target.failures, 1);
 });
+
+Deno.test("TargetState.endBackoff() starts the doubling over", () => {
+  const target = new TargetState(ADDRESS);
+  let now = 0;
+  let period = 0;
+  for (let i = 0; i < 8; i++) {
+    period = target.recordFailure(now, BACKOFF_MS, MAX_BACKOFF_MS);
+    now += period;
+  }
+  assert.equal(period, MAX_BACKOFF_MS);
+
+  target.endBackoff(now);
+  period = target.recordFailure(now, BACKOFF_MS, MAX_BACKOFF_MS);
+
+  assert.equal(period, 2 * BACKOFF_MS);
+});
+
+Deno.test("TargetState.endBackoff() during a probe probes again after it", () => {
+  const target = new TargetState(ADDRESS);
+  target.recordFailure(0, BACKOFF_MS, MAX_BACKOFF_MS);
+  target.recordFailure(1_000, BACKOFF_MS, MAX_BACKOFF_MS);
+  // A client tries the target early, as when no target of the app is up.
+  target.beginConnect();
+
+  target.endBackoff(1_500);
+  assert.equal(target.isAvailable(1_500), false);
+  target.recordEarlyFailure();
+
+  assert.equal(target.isAvailable(1_600), true);
+  assert.equal(target.failures, 1);
+});
