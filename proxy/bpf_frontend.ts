@@ -220,7 +220,10 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
    * owns steering and another process is on standby, it hands steering to
    * that one first, and then accepts what still arrives. Otherwise steering stays
    * pinned, and connections to steered ports are refused until the next
-   * process inserts its socket. Established connections are not touched.
+   * process inserts its socket. In that case the socket leaves the sockmap
+   * first, and the connections that the kernel queued on it are accepted,
+   * which closing the socket would reset. Established connections are not
+   * touched.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -249,6 +252,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       handedOver ||
       (this.#socketInserted && cookie !== undefined && cookie !== this.#cookie)
     ) {
+      await this.#drain();
+    } else if (cookie === this.#cookie && this.#isAttached()) {
+      this.#state.maps.removeSocket();
       await this.#drain();
     }
     const attached = this.#isAttached();

@@ -2,9 +2,12 @@ import assert from "node:assert/strict";
 import { requireTestNamespace } from "../ebpf/_test_helpers.ts";
 import {
   accepts,
+  closeQuietly,
+  connect,
   delay,
   nameServer,
   ProxyProcess,
+  readAll,
   ROOT,
   roundTrip,
   waitFor,
@@ -225,6 +228,40 @@ Deno.test({
     await proxy.waitForLog(/Reloaded .*ConnectTimeoutMs: 500 -> 600/);
     assert.doesNotMatch(proxy.stderr, /Reload rejected/);
     assert.equal(await roundTrip(A_PORTS.first, ""), "a");
+    assert.equal(await proxy.stop("SIGTERM"), 0);
+    await detachAll();
+  },
+});
+
+Deno.test({
+  ...BPF,
+  name: "anyport in BPF mode serves queued connections when it stops",
+  async fn() {
+    requireTestNamespace();
+    await using a = nameServer("a");
+    await using b = nameServer("b");
+    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    await using proxy = startBpfProxy(path);
+    await proxy.waitForLog(/Started in bpf mode/);
+    // A process stopped with SIGSTOP accepts nothing, so these connections
+    // wait in the accept queue.
+    proxy.child.kill("SIGSTOP");
+    const conns = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => connect(A_PORTS.first + i)),
+    );
+    proxy.child.kill("SIGTERM");
+    proxy.child.kill("SIGCONT");
+    const replies = await Promise.all(conns.map(async (conn) => {
+      try {
+        await conn.closeWrite();
+        return new TextDecoder().decode(await readAll(conn));
+      } catch (error) {
+        return String(error);
+      } finally {
+        closeQuietly(conn);
+      }
+    }));
+    assert.deepEqual(replies, new Array(8).fill("a"));
     assert.equal(await proxy.stop("SIGTERM"), 0);
     await detachAll();
   },
