@@ -9,9 +9,12 @@ import {
   SOCK_STREAM,
   socketError,
 } from "../ffi/net.ts";
+import { getLogger } from "@logtape/logtape";
+import { AddressPreference } from "./address_preference.ts";
 import { checkConnectErrno } from "./connect_errno.ts";
 import { type EventLoop, Watched } from "./event_loop.ts";
 import { parseAddress } from "./prefix.ts";
+import { LogRateLimiter, withSuppressed } from "./rate_limit.ts";
 import type { Resolver } from "./resolver.ts";
 import { AF_INET, AF_INET6, encodeSockAddr } from "./sockaddr.ts";
 import type { Settings } from "./settings.ts";
@@ -19,6 +22,10 @@ import { readPortRange, SourcePorts } from "./source_ports.ts";
 import type { TargetAddress } from "./target.ts";
 
 const ECONNREFUSED = 111;
+
+const log = getLogger(["anyport", "target"]);
+const limiter = new LogRateLimiter();
+const preference = new AddressPreference();
 
 /** Failed connect to one target, with the reason in plain words. */
 export class DialError extends Error {
@@ -119,6 +126,8 @@ export function dialTarget(
   const deadline = Date.now() + timeoutMs;
   const fail = (error: unknown) =>
     done(new DialError(target, describe(error, timeoutMs), error));
+  // Failures of addresses tried before one that connects, for the log.
+  let failed: string[] | undefined;
   const tryAddress = (addresses: readonly string[], index: number) => {
     if (control?.cancelled) return done(new DialCancelled());
     const hostname = addresses[index];
@@ -138,10 +147,15 @@ export function dialTarget(
       Math.floor(remaining / (addresses.length - index)),
     );
     connectOnce(loop, sockaddr, ports, share, control, (result) => {
+      if (result instanceof Watched && failed !== undefined) {
+        preference.remember(target.label, hostname);
+        logSkippedAddresses(target, hostname, failed);
+      }
       if (result instanceof Watched || result instanceof DialCancelled) {
         return done(result);
       }
       if (index + 1 >= addresses.length) return fail(result);
+      (failed ??= []).push(`${hostname}: ${describe(result, share)}`);
       tryAddress(addresses, index + 1);
     });
   };
@@ -172,7 +186,7 @@ export function dialTarget(
     (addresses) => {
       if (settled) return;
       settle();
-      tryAddress(addresses, 0);
+      tryAddress(preference.order(target.label, addresses), 0);
     },
     (error) => {
       if (settled) return;
@@ -303,4 +317,24 @@ function describe(error: unknown, timeoutMs: number): string {
     return error.errno === ECONNREFUSED ? "refused" : error.message;
   }
   return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Logs that `target` connected through `address` after the addresses
+ * before it failed. Later connections try `address` first.
+ */
+function logSkippedAddresses(
+  target: TargetAddress,
+  address: string,
+  failed: readonly string[],
+): void {
+  const suppressed = limiter.allow(`skipped ${target.label}`, Date.now());
+  if (suppressed < 0) return;
+  log.warning(
+    withSuppressed(
+      "Target {target} connected through {address} after {failed} failed; connections try {address} first from now on",
+      suppressed,
+    ),
+    { target: target.label, address, failed: failed.join(", "), suppressed },
+  );
 }

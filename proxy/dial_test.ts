@@ -80,3 +80,25 @@ Deno.test("dialTarget() stops waiting for a lookup when cancelled", async () => 
   assert.ok(result instanceof DialCancelled, `got ${result}`);
   assert.ok(Date.now() - started < 2_000, "waited for the lookup");
 });
+
+Deno.test("dialTarget() tries the address that connected last first", async () => {
+  using good = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = good.addr.port;
+  const resolver = {
+    resolve: () => Promise.resolve(["127.0.0.2", "127.0.0.1"]),
+  };
+  // Nothing listens on 127.0.0.2 yet, so the first dial refuses there.
+  const first = await dial(`prefer.test:${port}`, resolver, 1_000);
+  assert.ok(!(first instanceof Error), `got ${first}`);
+  (await good.accept()).close();
+
+  // Now 127.0.0.2 would accept too, but 127.0.0.1 connected last.
+  using other = Deno.listen({ hostname: "127.0.0.2", port });
+  const accepted = Promise.race([
+    good.accept().then((conn) => (conn.close(), "127.0.0.1")),
+    other.accept().then((conn) => (conn.close(), "127.0.0.2")),
+  ]);
+  const second = await dial(`prefer.test:${port}`, resolver, 1_000);
+  assert.ok(!(second instanceof Error), `got ${second}`);
+  assert.equal(await accepted, "127.0.0.1");
+});
