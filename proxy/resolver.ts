@@ -56,19 +56,18 @@ export class Resolver {
 
   #lookup(hostname: string): Promise<string[]> {
     const existing = this.#entries.get(hostname);
+    // Callers that come while a lookup runs share its outcome, the error
+    // with the name included.
     if (existing?.pending !== undefined) return existing.pending;
-    const pending = lookup(hostname, { all: true }).then(
-      (found) => found.map((a) => a.address),
-    );
     const entry: Entry = existing ?? {
       result: undefined,
       expires: 0,
       pending: undefined,
     };
-    entry.pending = pending;
     this.#entries.set(hostname, entry);
-    return pending.then(
-      (addresses) => {
+    entry.pending = lookup(hostname, { all: true }).then(
+      (found) => {
+        const addresses = found.map((a) => a.address);
         entry.result = addresses;
         entry.expires = Date.now() + this.ttlMs;
         entry.pending = undefined;
@@ -87,5 +86,6 @@ export class Resolver {
         throw entry.result;
       },
     );
+    return entry.pending;
   }
 }

@@ -32,3 +32,19 @@ Deno.test("Resolver rejects a name that does not resolve", async () => {
     /cannot resolve host name "no-such-host\.invalid"/,
   );
 });
+
+Deno.test("Resolver names the host for every caller of a failed lookup", async () => {
+  const resolver = new Resolver();
+
+  const results = await Promise.allSettled(
+    Array.from({ length: 3 }, () => resolver.resolve("shared-fail.invalid")),
+  );
+
+  for (const result of results) {
+    assert.equal(result.status, "rejected");
+    assert.match(
+      String((result as PromiseRejectedResult).reason),
+      /cannot resolve host name "shared-fail\.invalid"/,
+    );
+  }
+});
