@@ -52,7 +52,7 @@ export function limitWarning(
       counted(listeningSockets, "listening socket")
     } take most of the open-file limit of ${descriptorLimit}, which leaves room for ${
       counted(max, "connection")
-    } at once: raise the limit (ulimit -n, systemd LimitNOFILE), or use "Mode": "bpf", which needs one socket for every port`;
+    } at once: raise the limit (ulimit -n, systemd LimitNOFILE), or use "Mode": "bpf", which serves every port with one socket`;
   }
   return undefined;
 }

@@ -91,7 +91,7 @@ export class PortListeners implements Frontend {
         : isResourceExhausted(error)
         ? `${
           counted(portCount, "port")
-        } need as many descriptors, plus two per connection: raise the limit (ulimit -n, systemd LimitNOFILE) or use "Mode": "bpf", which needs one socket`
+        } need as many descriptors, plus two per connection: raise the limit (ulimit -n, systemd LimitNOFILE) or use "Mode": "bpf", which serves every port with one socket`
         : error instanceof Deno.errors.AddrInUse
         ? addressInUseFix(port)
         : "check ListenAddress and the port";

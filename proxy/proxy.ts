@@ -159,7 +159,7 @@ export class Proxy {
       throw new Error(
         `Cannot change ${
           fixed.join(" or ")
-        } on reload, so no change in the file was applied: restart the proxy to apply them`,
+        } on reload, so no change in the file was applied: restart the proxy to apply that change`,
       );
     }
     const previous = {
