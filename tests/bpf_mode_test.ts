@@ -37,6 +37,25 @@ function bpfConfig(a: string, b: string) {
   };
 }
 
+/**
+ * Starts name servers "a" and "b" and writes a BPF-mode config for them.
+ * Disposing the result stops both servers.
+ */
+async function nameTargets() {
+  const a = nameServer("a");
+  const b = nameServer("b");
+  const config = bpfConfig(a.target, b.target);
+  const path = await writeConfigFile(config);
+  return {
+    config,
+    path,
+    async [Symbol.asyncDispose]() {
+      await a[Symbol.asyncDispose]();
+      await b[Symbol.asyncDispose]();
+    },
+  };
+}
+
 function startBpfProxy(path: string): ProxyProcess {
   return new ProxyProcess(
     path,
@@ -63,9 +82,8 @@ Deno.test({
     "anyport --mode bpf routes port ranges of several apps through one socket",
   async fn() {
     requireTestNamespace();
-    await using a = nameServer("a");
-    await using b = nameServer("b");
-    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    await using targets = await nameTargets();
+    const path = targets.path;
     {
       await using proxy = startBpfProxy(path);
       await proxy.waitForLog(/Started in bpf mode: 2 apps on 2001 ports/);
@@ -93,9 +111,8 @@ Deno.test({
   name: "anyport restart in BPF mode hands over with no failed connection",
   async fn() {
     requireTestNamespace();
-    await using a = nameServer("a");
-    await using b = nameServer("b");
-    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    await using targets = await nameTargets();
+    const path = targets.path;
     await using first = startBpfProxy(path);
     await first.waitForLog(/Started in bpf mode/);
 
@@ -134,9 +151,8 @@ Deno.test({
   name: "anyport in BPF mode restarts after kill -9 with no clean-up",
   async fn() {
     requireTestNamespace();
-    await using a = nameServer("a");
-    await using b = nameServer("b");
-    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    await using targets = await nameTargets();
+    const path = targets.path;
     {
       await using killed = startBpfProxy(path);
       await killed.waitForLog(/Started in bpf mode/);
@@ -238,9 +254,8 @@ Deno.test({
   name: "anyport in BPF mode serves queued connections when it stops",
   async fn() {
     requireTestNamespace();
-    await using a = nameServer("a");
-    await using b = nameServer("b");
-    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    await using targets = await nameTargets();
+    const path = targets.path;
     await using proxy = startBpfProxy(path);
     await proxy.waitForLog(/Started in bpf mode/);
     // A process stopped with SIGSTOP accepts nothing, so these connections
@@ -274,9 +289,8 @@ for (const signal of ["SIGTERM", "SIGKILL"] as const) {
       `anyport in BPF mode takes steering back without a refusal after ${signal}`,
     async fn() {
       requireTestNamespace();
-      await using a = nameServer("a");
-      await using b = nameServer("b");
-      const path = await writeConfigFile(bpfConfig(a.target, b.target));
+      await using targets = await nameTargets();
+      const path = targets.path;
       await using older = startBpfProxy(path);
       await older.waitForLog(/Started in bpf mode/);
       const replies: string[] = [];
@@ -379,11 +393,10 @@ Deno.test({
   name: "anyport in BPF mode leaves prefixes to the newer process",
   async fn() {
     requireTestNamespace();
-    await using a = nameServer("a");
-    await using b = nameServer("b");
-    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    await using targets = await nameTargets();
+    const path = targets.path;
     const newerPath = await writeConfigFile({
-      ...bpfConfig(a.target, b.target),
+      ...targets.config,
       SteerPrefixes: ["127.0.0.1/32"],
     });
     await using older = startBpfProxy(path);
@@ -454,9 +467,8 @@ Deno.test({
   name: "anyport in BPF mode logs a detach from outside",
   async fn() {
     requireTestNamespace();
-    await using a = nameServer("a");
-    await using b = nameServer("b");
-    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    await using targets = await nameTargets();
+    const path = targets.path;
     await using proxy = startBpfProxy(path);
     await proxy.waitForLog(/Started in bpf mode/);
     await detachAll();
@@ -471,9 +483,8 @@ Deno.test({
   name: "anyport in BPF mode logs the original destination of each connection",
   async fn() {
     requireTestNamespace();
-    await using a = nameServer("a");
-    await using b = nameServer("b");
-    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    await using targets = await nameTargets();
+    const path = targets.path;
     await using proxy = new ProxyProcess(
       path,
       ["--log-level", "info"],
@@ -561,9 +572,8 @@ Deno.test({
   name: "anyport warns in listeners mode of steering left attached",
   async fn() {
     requireTestNamespace();
-    await using a = nameServer("a");
-    await using b = nameServer("b");
-    const path = await writeConfigFile(bpfConfig(a.target, b.target));
+    await using targets = await nameTargets();
+    const path = targets.path;
     const listenersMode = () =>
       new ProxyProcess(
         path,
