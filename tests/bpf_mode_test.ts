@@ -38,10 +38,11 @@ function bpfConfig(a: string, b: string) {
 }
 
 /**
- * Starts name servers "a" and "b" and writes a BPF-mode config for them.
- * Disposing the result stops both servers.
+ * Checks for the test namespace, then starts name servers "a" and "b" and
+ * writes a BPF-mode config for them. Disposing the result stops both servers.
  */
 async function nameTargets() {
+  requireTestNamespace();
   const a = nameServer("a");
   const b = nameServer("b");
   const config = bpfConfig(a.target, b.target);
@@ -81,7 +82,6 @@ Deno.test({
   name:
     "anyport --mode bpf routes port ranges of several apps through one socket",
   async fn() {
-    requireTestNamespace();
     await using targets = await nameTargets();
     const path = targets.path;
     {
@@ -110,7 +110,6 @@ Deno.test({
   ...BPF,
   name: "anyport restart in BPF mode hands over with no failed connection",
   async fn() {
-    requireTestNamespace();
     await using targets = await nameTargets();
     const path = targets.path;
     await using first = startBpfProxy(path);
@@ -150,7 +149,6 @@ Deno.test({
   ...BPF,
   name: "anyport in BPF mode restarts after kill -9 with no clean-up",
   async fn() {
-    requireTestNamespace();
     await using targets = await nameTargets();
     const path = targets.path;
     {
@@ -253,7 +251,6 @@ Deno.test({
   ...BPF,
   name: "anyport in BPF mode serves queued connections when it stops",
   async fn() {
-    requireTestNamespace();
     await using targets = await nameTargets();
     const path = targets.path;
     await using proxy = startBpfProxy(path);
@@ -392,7 +389,6 @@ Deno.test({
   ...BPF,
   name: "anyport in BPF mode leaves prefixes to the newer process",
   async fn() {
-    requireTestNamespace();
     await using targets = await nameTargets();
     const path = targets.path;
     const newerPath = await writeConfigFile({
@@ -466,7 +462,6 @@ Deno.test({
   ...BPF,
   name: "anyport in BPF mode logs a detach from outside",
   async fn() {
-    requireTestNamespace();
     await using targets = await nameTargets();
     const path = targets.path;
     await using proxy = startBpfProxy(path);
@@ -482,7 +477,6 @@ Deno.test({
   ...BPF,
   name: "anyport in BPF mode logs the original destination of each connection",
   async fn() {
-    requireTestNamespace();
     await using targets = await nameTargets();
     const path = targets.path;
     await using proxy = new ProxyProcess(
@@ -571,7 +565,6 @@ Deno.test({
   ...BPF,
   name: "anyport warns in listeners mode of steering left attached",
   async fn() {
-    requireTestNamespace();
     await using targets = await nameTargets();
     const path = targets.path;
     const listenersMode = () =>
