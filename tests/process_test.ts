@@ -821,6 +821,18 @@ async function ip(...args: string[]): Promise<void> {
   }
 }
 
+/**
+ * Adds `address` to the loopback interface, and removes it again when the
+ * result is disposed.
+ */
+async function loopbackAddress(address: string): Promise<AsyncDisposable> {
+  await ip("addr", "add", `${address}/32`, "dev", "lo");
+  return {
+    [Symbol.asyncDispose]: () =>
+      ip("addr", "del", `${address}/32`, "dev", "lo"),
+  };
+}
+
 Deno.test({
   name: "anyport resets a target that leads back to itself",
   // Adds an address to the loopback interface, so only in a namespace of the
@@ -829,36 +841,32 @@ Deno.test({
   async fn() {
     // A local address that is not loopback, which the config check passes.
     const local = "10.200.0.1";
-    await ip("addr", "add", `${local}/32`, "dev", "lo");
-    try {
-      const [port] = freePorts(1, "0.0.0.0");
-      const path = await writeConfigFile({
-        ...FAST_SETTINGS,
-        ListenAddress: "0.0.0.0",
-        Apps: [{ Name: "self", Ports: [port], Targets: [`${local}:${port}`] }],
-      });
-      await using proxy = new ProxyProcess(path, ["--log-level", "warning"]);
-      await waitFor(() => accepts(port!), 10_000, "proxy to accept");
-      await delay(200);
-      const baseline = await proxy.fdCount();
-      // Each client ends at once, with a FIN when the reset came back before
-      // the connect finished ("no target") and with a reset after it.
-      for (let i = 0; i < 3; i++) {
-        const conn = await connect(port!);
-        let ended = false;
-        drain(conn).catch(() => 0).finally(() => ended = true);
-        await waitFor(() => ended, 5_000, `client ${i} to be closed`);
-        closeQuietly(conn);
-      }
-      await proxy.waitForLog(/Target 10\.200\.0\.1:\d+ of app self leads back/);
-      await waitFor(
-        async () => await proxy.fdCount() <= baseline,
-        5_000,
-        "descriptors back to the baseline",
-      );
-    } finally {
-      await ip("addr", "del", `${local}/32`, "dev", "lo");
+    await using _address = await loopbackAddress(local);
+    const [port] = freePorts(1, "0.0.0.0");
+    const path = await writeConfigFile({
+      ...FAST_SETTINGS,
+      ListenAddress: "0.0.0.0",
+      Apps: [{ Name: "self", Ports: [port], Targets: [`${local}:${port}`] }],
+    });
+    await using proxy = new ProxyProcess(path, ["--log-level", "warning"]);
+    await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+    await delay(200);
+    const baseline = await proxy.fdCount();
+    // Each client ends at once, with a FIN when the reset came back before
+    // the connect finished ("no target") and with a reset after it.
+    for (let i = 0; i < 3; i++) {
+      const conn = await connect(port!);
+      let ended = false;
+      drain(conn).catch(() => 0).finally(() => ended = true);
+      await waitFor(() => ended, 5_000, `client ${i} to be closed`);
+      closeQuietly(conn);
     }
+    await proxy.waitForLog(/Target 10\.200\.0\.1:\d+ of app self leads back/);
+    await waitFor(
+      async () => await proxy.fdCount() <= baseline,
+      5_000,
+      "descriptors back to the baseline",
+    );
   },
 });
 
@@ -869,36 +877,32 @@ Deno.test({
   ignore: !inTestNamespace(),
   async fn() {
     const local = "10.200.0.2";
-    await ip("addr", "add", `${local}/32`, "dev", "lo");
-    try {
-      await using target = echoServer();
-      const [port] = freePorts(1, "0.0.0.0");
-      const path = await writeConfigFile({
-        ...FAST_SETTINGS,
-        ListenAddress: "0.0.0.0",
-        // A long back-off, so the looping target stays out for the test.
-        BackoffMs: 60_000,
-        MaxBackoffMs: 60_000,
-        Apps: [{
-          Name: "self",
-          Ports: [port],
-          Balance: "round-robin",
-          Targets: [`${local}:${port}`, target.target],
-        }],
-      });
-      await using proxy = new ProxyProcess(path, ["--log-level", "info"]);
-      await waitFor(() => accepts(port!), 10_000, "proxy to accept");
-      for (let i = 0; i < 6; i++) {
-        assert.equal(await roundTrip(port!, `hello ${i}`), `hello ${i}`);
-      }
-      await proxy.waitForLog(/Target 10\.200\.0\.2:\d+ of app self leads back/);
-      assert.doesNotMatch(
-        proxy.stderr,
-        /10\.200\.0\.2:\d+ of app self is back up/,
-      );
-    } finally {
-      await ip("addr", "del", `${local}/32`, "dev", "lo");
+    await using _address = await loopbackAddress(local);
+    await using target = echoServer();
+    const [port] = freePorts(1, "0.0.0.0");
+    const path = await writeConfigFile({
+      ...FAST_SETTINGS,
+      ListenAddress: "0.0.0.0",
+      // A long back-off, so the looping target stays out for the test.
+      BackoffMs: 60_000,
+      MaxBackoffMs: 60_000,
+      Apps: [{
+        Name: "self",
+        Ports: [port],
+        Balance: "round-robin",
+        Targets: [`${local}:${port}`, target.target],
+      }],
+    });
+    await using proxy = new ProxyProcess(path, ["--log-level", "info"]);
+    await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+    for (let i = 0; i < 6; i++) {
+      assert.equal(await roundTrip(port!, `hello ${i}`), `hello ${i}`);
     }
+    await proxy.waitForLog(/Target 10\.200\.0\.2:\d+ of app self leads back/);
+    assert.doesNotMatch(
+      proxy.stderr,
+      /10\.200\.0\.2:\d+ of app self is back up/,
+    );
   },
 });
 
@@ -909,35 +913,31 @@ Deno.test({
   ignore: !inTestNamespace(),
   async fn() {
     const local = "10.200.0.3";
-    await ip("addr", "add", `${local}/32`, "dev", "lo");
-    try {
-      await using target = echoServer();
-      const [alias, web, loopA, loopB] = freePorts(4, "0.0.0.0");
-      const path = await writeConfigFile({
-        ...FAST_SETTINGS,
-        ListenAddress: "0.0.0.0",
-        Apps: [
-          // An old port kept as an alias of another app.
-          { Name: "alias", Ports: [alias], Targets: [`${local}:${web}`] },
-          { Name: "web", Ports: [web], Targets: [target.target] },
-          { Name: "a", Ports: [loopA], Targets: [`${local}:${loopB}`] },
-          { Name: "b", Ports: [loopB], Targets: [`${local}:${loopA}`] },
-        ],
-      });
-      await using proxy = new ProxyProcess(path, ["--log-level", "info"]);
-      await waitFor(() => accepts(alias!), 10_000, "proxy to accept");
+    await using _address = await loopbackAddress(local);
+    await using target = echoServer();
+    const [alias, web, loopA, loopB] = freePorts(4, "0.0.0.0");
+    const path = await writeConfigFile({
+      ...FAST_SETTINGS,
+      ListenAddress: "0.0.0.0",
+      Apps: [
+        // An old port kept as an alias of another app.
+        { Name: "alias", Ports: [alias], Targets: [`${local}:${web}`] },
+        { Name: "web", Ports: [web], Targets: [target.target] },
+        { Name: "a", Ports: [loopA], Targets: [`${local}:${loopB}`] },
+        { Name: "b", Ports: [loopB], Targets: [`${local}:${loopA}`] },
+      ],
+    });
+    await using proxy = new ProxyProcess(path, ["--log-level", "info"]);
+    await waitFor(() => accepts(alias!), 10_000, "proxy to accept");
 
-      assert.equal(await roundTrip(alias!, "through"), "through");
-      assert.doesNotMatch(proxy.stderr, /leads back/);
-      assert.equal(await roundTrip(loopA!, "x").catch(() => ""), "");
-      await proxy.waitForLog(
-        new RegExp(
-          `Target ${local}:${loopA} of app b leads back to this proxy \\(port ${loopA}\\) after apps a -> b`,
-        ),
-      );
-    } finally {
-      await ip("addr", "del", `${local}/32`, "dev", "lo");
-    }
+    assert.equal(await roundTrip(alias!, "through"), "through");
+    assert.doesNotMatch(proxy.stderr, /leads back/);
+    assert.equal(await roundTrip(loopA!, "x").catch(() => ""), "");
+    await proxy.waitForLog(
+      new RegExp(
+        `Target ${local}:${loopA} of app b leads back to this proxy \\(port ${loopA}\\) after apps a -> b`,
+      ),
+    );
   },
 });
 
