@@ -10,7 +10,7 @@ export class AddressPreference {
   readonly #preferred = new Map<string, string>();
   readonly #limit: number;
 
-  /** @param limit names kept, beyond which the memory starts over */
+  /** @param limit names to keep before every record is dropped */
   constructor(limit = 4096) {
     this.#limit = limit;
   }

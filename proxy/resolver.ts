@@ -56,8 +56,8 @@ export class Resolver {
 
   #lookup(hostname: string): Promise<string[]> {
     const existing = this.#entries.get(hostname);
-    // Callers that come while a lookup runs share its outcome, the error
-    // with the name included.
+    // Callers that come while a lookup runs get its result, or the error
+    // that names the host.
     if (existing?.pending !== undefined) return existing.pending;
     const entry: Entry = existing ?? {
       result: undefined,
