@@ -1,3 +1,4 @@
+import { getLogger } from "@logtape/logtape";
 import { OsError } from "../ffi/libc.ts";
 import {
   EINPROGRESS,
@@ -9,7 +10,6 @@ import {
   SOCK_STREAM,
   socketError,
 } from "../ffi/net.ts";
-import { getLogger } from "@logtape/logtape";
 import { AddressPreference } from "./address_preference.ts";
 import { checkConnectErrno } from "./connect_errno.ts";
 import { type EventLoop, Watched } from "./event_loop.ts";
@@ -332,7 +332,7 @@ function logSkippedAddresses(
   if (suppressed < 0) return;
   log.warning(
     withSuppressed(
-      "Target {target} connected through {address} after {failed} failed; connections try {address} first from now on",
+      "Target {target} connected through {address} after {failed} failed, so connections try {address} first from now on",
       suppressed,
     ),
     { target: target.label, address, failed: failed.join(", "), suppressed },
