@@ -14,7 +14,11 @@ deno lint
 deno check main.ts scripts/ tests/ proxy/ ffi/ ebpf/ cli/
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# The tests' temporary files and directories go here and are removed with
+# it, so repeated runs leave nothing behind in /tmp.
+scratch=$(mktemp -d -t anyport-tests.XXXXXX)
+trap 'rm -f "$log"; rm -rf "$scratch"' EXIT
+export TMPDIR="$scratch"
 status=0
 if [[ $(id -u) -eq 0 ]]; then
   unshare --net --mount -- sh -c '
