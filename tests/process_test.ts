@@ -935,7 +935,7 @@ Deno.test({
     assert.equal(await roundTrip(loopA!, "x").catch(() => ""), "");
     await proxy.waitForLog(
       new RegExp(
-        `Target ${local}:${loopA} of app b leads back to this proxy \\(port ${loopA}\\) after apps a -> b`,
+        `Target ${local}:${loopA} of app b leads back to this proxy along a -> b -> port ${loopA}:`,
       ),
     );
   },
