@@ -58,7 +58,7 @@ export class Balancer {
         const b = (a + 1 + randomIndex(count - 1)) % count;
         const x = available[a]!;
         const y = available[b]!;
-        return y.active < x.active ? y : x;
+        return y.load < x.load ? y : x;
       }
     }
   }

@@ -261,3 +261,18 @@ Deno.test("Balancer puts other targets after the first pick", () => {
   assert.equal(order[0], targets[0]);
   assert.deepEqual(new Set(order.slice(1)), new Set([targets[1], targets[2]]));
 });
+
+Deno.test("Balancer least-connections counts connects in flight", () => {
+  const targets = makeTargets(2);
+  targets[0]!.active = 2;
+  targets[1]!.active = 1;
+  targets[1]!.connecting = 2;
+
+  const counts = countFirstPicks(
+    new Balancer("least-connections"),
+    targets,
+    PICKS,
+  );
+
+  assert.equal(counts[1], 0);
+});

@@ -64,6 +64,7 @@ export function connectToApp(
       control.target = target.address.label;
       control.looped = false;
     }
+    target.connecting++;
     dialTarget(
       target.address,
       settings,
@@ -71,6 +72,7 @@ export function connectToApp(
       loop,
       control,
       (result) => {
+        target.connecting--;
         if (result instanceof Watched && control?.looped) {
           // The accept side put the target into back-off and reset the
           // other end already. The client goes to the next target.

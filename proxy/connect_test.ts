@@ -61,3 +61,60 @@ Deno.test("connectToApp() fails over from a connection that looped", async () =>
     await loop.stop();
   }
 });
+
+/** A resolver whose lookups never end, as with a resolver that drops queries. */
+class StalledResolver extends Resolver {
+  override resolve(): Promise<string[]> {
+    return new Promise(() => {});
+  }
+}
+
+Deno.test("connectToApp() counts a connect in flight against its target", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const settings: Settings = {
+    ...DEFAULT_SETTINGS,
+    balance: "least-connections",
+  };
+  const app = new App({
+    name: "web",
+    ports: [{ first: 8080, last: 8080 }],
+    targets: [
+      target("stalled.invalid:80"),
+      target(`127.0.0.1:${listener.addr.port}`),
+    ],
+  }, settings);
+  const [stalled, live] = app.targets;
+  const loop = new EventLoop();
+  loop.start();
+  try {
+    // One open connection on the live target sends the next client to the
+    // other one, whose connect then hangs.
+    live!.active = 1;
+    const control = new DialControl();
+    let outcome: TargetConn | undefined | "pending" = "pending";
+    connectToApp(
+      app,
+      settings,
+      new StalledResolver(),
+      loop,
+      () => "test client",
+      control,
+      (connected) => outcome = connected,
+    );
+    assert.equal(control.target, stalled!.address.label);
+    assert.equal(stalled!.load, 1);
+
+    // With that connection closed, both targets have one connection each
+    // if the hanging connect counts, and the live one is idler.
+    live!.active = 0;
+    for (let i = 0; i < 50; i++) {
+      assert.equal(app.balancer.order(app.targets, Date.now())[0], live);
+    }
+
+    control.cancel();
+    assert.equal(outcome, undefined);
+    assert.equal(stalled!.load, 0);
+  } finally {
+    await loop.stop();
+  }
+});

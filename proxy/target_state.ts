@@ -14,6 +14,8 @@ export class TargetState {
   readonly address: TargetAddress;
   /** Open proxied connections to this target. */
   active = 0;
+  /** Connects to this target in flight. */
+  connecting = 0;
   /** Connect failures in a row; 0 when the target is up. */
   failures = 0;
   /** Time (ms since epoch) until which the target is skipped. */
@@ -25,6 +27,16 @@ export class TargetState {
 
   constructor(address: TargetAddress) {
     this.address = address;
+  }
+
+  /**
+   * Connections that the least-connections balancer counts: the open ones
+   * and those still connecting. Counting only open ones would send every
+   * new client to a target that drops SYNs, whose count never rises, until
+   * the first connect to it times out.
+   */
+  get load(): number {
+    return this.active + this.connecting;
   }
 
   /** Returns whether new connections may be sent here at time `now`. */
