@@ -53,11 +53,47 @@ export class PinnedState implements Disposable {
   #closed = false;
   /** The program this process loaded, kept to put it back into the link. */
   #object: BpfObject | undefined;
+  /** The state directory, opened for {@linkcode locked}. */
+  #lockFile: Deno.FsFile | undefined;
+  /** Calls of {@linkcode locked} in progress, nested ones included. */
+  #lockDepth = 0;
 
   constructor(path: string, maps: SteeringMaps, linkFd: number) {
     this.path = path;
     this.maps = maps;
     this.linkFd = linkFd;
+  }
+
+  /**
+   * Runs `fn` under an exclusive lock on the state directory (`flock(2)`),
+   * so that no other anyport process changes the maps meanwhile. Every
+   * process checks who owns steering and writes the maps under it: without
+   * it, a process that found itself the owner could write its ports right
+   * after a newer one took over and wrote its own, and leave a mix of the
+   * two configs steered. The kernel releases the lock of a process that
+   * dies. `fn` must not await, since the lock would be held across it.
+   */
+  locked<T>(fn: () => T): T {
+    if (this.#lockDepth > 0) return fn();
+    if (this.#lockFile === undefined) {
+      try {
+        this.#lockFile = Deno.openSync(this.path, { read: true });
+      } catch (error) {
+        // The pins were removed, by anyport bpf detach or by hand: no
+        // other process can find these maps to write them.
+        if (error instanceof Deno.errors.NotFound) return fn();
+        throw error;
+      }
+    }
+    const file = this.#lockFile;
+    file.lockSync(true);
+    this.#lockDepth++;
+    try {
+      return fn();
+    } finally {
+      this.#lockDepth--;
+      file.unlockSync();
+    }
   }
 
   /** Returns whether the link is still pinned, so it outlives this process. */
@@ -100,6 +136,7 @@ export class PinnedState implements Disposable {
   [Symbol.dispose](): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#lockFile?.close();
     this.maps[Symbol.dispose]();
     closeFd(this.linkFd);
     this.#object?.[Symbol.dispose]();

@@ -229,34 +229,8 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#ownershipTimer);
-    // A standby socket that closes would take every steered connection
-    // while it drains, if the owner stops at the same time.
-    this.#leaveStandby();
-    // NOTE: a takeover between this check and the close below can reset
-    // connections that the kernel steered here just before.
-    let cookie = this.#state.maps.socketCookie();
-    const standby = this.#state.maps.standbyCookie();
-    let handedOver = false;
-    if (
-      cookie === this.#cookie && standby !== undefined &&
-      standby !== this.#cookie && this.#isAttached()
-    ) {
-      this.#state.maps.removeSocket();
-      handedOver = true;
-      cookie = undefined;
-      logger.info(
-        "Handed steering to the anyport process standing by; accepting the connections already steered here",
-      );
-    }
-    if (
-      handedOver ||
-      (this.#socketInserted && cookie !== undefined && cookie !== this.#cookie)
-    ) {
-      await this.#drain();
-    } else if (cookie === this.#cookie && this.#isAttached()) {
-      this.#state.maps.removeSocket();
-      await this.#drain();
-    }
+    const { cookie, drain } = this.#state.locked(() => this.#leave());
+    if (drain) await this.#drain();
     const attached = this.#isAttached();
     const pinned = attached && this.#state.isPinned();
     const olderWaiting = cookie === this.#cookie && this.#olderWaiting();
@@ -284,6 +258,39 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     }
   }
 
+  /**
+   * Takes this socket out of the maps, as the first step of closing.
+   * Returns the socket in the sockmap, or `undefined` after a hand-over to
+   * the standby socket, and whether connections that the kernel steered
+   * here before are still to be accepted.
+   */
+  #leave(): { cookie: bigint | undefined; drain: boolean } {
+    // A standby socket that closes would take every steered connection
+    // while it drains, if the owner stops at the same time.
+    this.#leaveStandby();
+    const cookie = this.#state.maps.socketCookie();
+    const standby = this.#state.maps.standbyCookie();
+    const own = cookie === this.#cookie;
+    if (
+      own && standby !== undefined && standby !== this.#cookie &&
+      this.#isAttached()
+    ) {
+      this.#state.maps.removeSocket();
+      logger.info(
+        "Handed steering to the anyport process standing by; accepting the connections already steered here",
+      );
+      return { cookie: undefined, drain: true };
+    }
+    if (this.#socketInserted && cookie !== undefined && !own) {
+      return { cookie, drain: true };
+    }
+    if (own && this.#isAttached()) {
+      this.#state.maps.removeSocket();
+      return { cookie, drain: true };
+    }
+    return { cookie, drain: false };
+  }
+
   /** Returns whether a process that this one took the sockmap over from still listens. */
   #olderWaiting(): boolean {
     if (this.#displaced.size === 0) return false;
@@ -302,6 +309,10 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
 
   #update(requested: Set<number>, prefixes: readonly Prefix[]): void {
     this.#checkOpen("apply ports");
+    this.#state.locked(() => this.#updateLocked(requested, prefixes));
+  }
+
+  #updateLocked(requested: Set<number>, prefixes: readonly Prefix[]): void {
     if (this.#socketInserted && this.#isReplaced()) {
       // The maps belong to the newer process now; writing this process's
       // ports would steer them to a proxy without those apps.
@@ -319,8 +330,12 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       return;
     }
     const first = !this.#socketInserted;
+    // The maps as they are, not as this process last wrote or saw them: the
+    // process that owned steering before may have changed them since this
+    // one opened, and one that does not lock them (an older anyport) even
+    // since this one's last update.
     const before = {
-      ports: this.#ports,
+      ports: this.#state.maps.readPorts(),
       prefixes: this.#state.maps.readPrefixes(),
     };
     const added = [...requested].filter((port) => !before.ports.has(port));
@@ -521,39 +536,43 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   #checkOwnership(): void {
     if (this.#closed) return;
     try {
-      if (this.#state.linkInfo().netnsInode === 0) {
-        if (!this.#detachedLogged) {
-          logger.error(
-            "BPF steering was detached from outside this process, for example by anyport bpf detach: connections to steered ports are refused until anyport restarts",
-          );
-          this.#detachedLogged = true;
-        }
-        return;
-      }
-      const cookie = this.#state.maps.socketCookie();
-      if (cookie === undefined) {
-        this.#takeBack();
-      } else if (this.#replaced && this.#displaced.has(cookie)) {
-        this.#retakeFromOlder();
-      } else if (cookie !== this.#cookie) {
-        this.#owners.add(cookie);
-        if (this.#replaced) {
-          this.#refillStandby(cookie);
-          return;
-        }
-        this.#replaced = true;
-        logger.info(
-          "Another anyport process took steering over: this one stands by for a rollback and gets new connections only if that one stops; stop this one to drain it once the newer one serves well",
-        );
-        this.#standBy();
-      } else {
-        // The standby socket seen while this one owns steering was replaced
-        // by this one or before it, so it is older.
-        const standby = this.#state.maps.standbyCookie();
-        if (standby !== undefined) this.#displaced.add(standby);
-      }
+      this.#state.locked(() => this.#checkOwnershipLocked());
     } catch (error) {
       logger.warn("Cannot check BPF steering ownership: {error}", { error });
+    }
+  }
+
+  #checkOwnershipLocked(): void {
+    if (this.#state.linkInfo().netnsInode === 0) {
+      if (!this.#detachedLogged) {
+        logger.error(
+          "BPF steering was detached from outside this process, for example by anyport bpf detach: connections to steered ports are refused until anyport restarts",
+        );
+        this.#detachedLogged = true;
+      }
+      return;
+    }
+    const cookie = this.#state.maps.socketCookie();
+    if (cookie === undefined) {
+      this.#takeBack();
+    } else if (this.#replaced && this.#displaced.has(cookie)) {
+      this.#retakeFromOlder();
+    } else if (cookie !== this.#cookie) {
+      this.#owners.add(cookie);
+      if (this.#replaced) {
+        this.#refillStandby(cookie);
+        return;
+      }
+      this.#replaced = true;
+      logger.info(
+        "Another anyport process took steering over: this one stands by for a rollback and gets new connections only if that one stops; stop this one to drain it once the newer one serves well",
+      );
+      this.#standBy();
+    } else {
+      // The standby socket seen while this one owns steering was replaced
+      // by this one or before it, so it is older.
+      const standby = this.#state.maps.standbyCookie();
+      if (standby !== undefined) this.#displaced.add(standby);
     }
   }
 

@@ -510,6 +510,68 @@ Deno.test(
 );
 
 Deno.test(
+  "BpfFrontend takes over the ports as they are, not as they were at its open",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using older = new TestServer(root.path, LOCALHOST_V4, () => "old");
+    await older.frontend.apply([{ first: 30660, last: 30661 }]);
+    const newer = new TestServer(root.path, LOCALHOST_V4, () => "new");
+    // The owner reloads after the newer process opened and before it takes
+    // steering over: one port more, one port less.
+    await older.frontend.apply([
+      { first: 30660, last: 30660 },
+      { first: 30662, last: 30662 },
+    ]);
+    await newer.frontend.apply([{ first: 30661, last: 30661 }]);
+    using state = openPinnedState(statePath(root.path))!;
+
+    try {
+      assert.deepEqual([...state.maps.readPorts()], [30661]);
+      assert.deepEqual(await request("127.0.0.1", 30661), "new");
+      assert.deepEqual(await request("127.0.0.1", 30662), "ConnectionRefused");
+    } finally {
+      await newer[Symbol.asyncDispose]();
+    }
+  },
+);
+
+Deno.test(
+  "BpfFrontend writes the maps only while no other process holds them",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    const port = 30670;
+    {
+      // Pins the state, and leaves it pinned when it closes.
+      await using first = new TestServer(root.path, LOCALHOST_V4);
+      await first.frontend.apply([{ first: port - 1, last: port - 1 }]);
+    }
+    // Another process in the middle of its check and write of the maps.
+    const lock = Deno.openSync(statePath(root.path), { read: true });
+    lock.lockSync(true);
+    let child: Deno.ChildProcess | undefined;
+    const started = startChild(root.path, port).then((c) => child = c);
+    try {
+      await delay(500);
+      assert.equal(child, undefined);
+      assert.deepEqual(await request("127.0.0.1", port), "ConnectionRefused");
+      lock.unlockSync();
+      await started;
+      assert.deepEqual(
+        await request("127.0.0.1", port),
+        `child ${child!.pid}`,
+      );
+    } finally {
+      lock.close();
+      await started.catch(() => {});
+      child?.kill("SIGKILL");
+      await child?.status;
+    }
+  },
+);
+
+Deno.test(
   "BpfFrontend.open() takes over from another process without refusals",
   NEEDS_ROOT,
   async () => {
