@@ -8,6 +8,7 @@ import { expandRanges } from "./ports.ts";
 import { isResourceExhausted } from "./os_error.ts";
 import { counted } from "./plural.ts";
 import { readLocalListeners } from "./local_listeners.ts";
+import { descriptorLimit } from "../ffi/net.ts";
 
 const log = getLogger(["anyport", "listener"]);
 
@@ -45,6 +46,16 @@ export class PortListeners implements Frontend {
 
   async apply(ranges: readonly PortRange[]): Promise<void> {
     const requested = expandRanges(ranges);
+    const limit = descriptorLimit();
+    if (requested.size >= limit) {
+      // Opening listeners up to the limit would hold the thread for a while
+      // and fail anyway, and a retry could never succeed.
+      throw new Error(
+        `Cannot listen on ${
+          counted(requested.size, "port")
+        }: each needs a descriptor, and the open-file limit is ${limit}. Raise the limit (ulimit -n, systemd LimitNOFILE) well above the port count, or use "Mode": "bpf", which serves every port with one socket`,
+      );
+    }
     const opened: number[] = [];
     try {
       for (const port of requested) {

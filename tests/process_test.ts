@@ -366,6 +366,36 @@ Deno.test("anyport applies a rejected config again when the file is saved", asyn
   assert.equal(await roundTrip(taken!, "now"), "now");
 });
 
+Deno.test("anyport rejects more ports than the open-file limit without retrying", async () => {
+  await using echo = echoServer();
+  const [kept] = freePorts(1);
+  const config = {
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [kept], Targets: [echo.target] }],
+  };
+  const path = await writeConfigFile(config);
+  await using proxy = new ProxyProcess(path, [], 128);
+  await waitFor(() => accepts(kept!), 10_000, "proxy to accept");
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify({
+      ...config,
+      Apps: [{
+        Name: "a",
+        Ports: [kept, "47100-47299"],
+        Targets: [echo.target],
+      }],
+    }),
+  );
+
+  await proxy.waitForLog(
+    /Reload rejected.*Cannot listen on 201 ports: each needs a descriptor, and the open-file limit is 128/,
+  );
+  await delay(1_500);
+  assert.doesNotMatch(proxy.stderr, /tried again/);
+  assert.equal(await roundTrip(kept!, "still"), "still");
+});
+
 Deno.test("anyport logs connections reset at an app's MaxConnections", async () => {
   await using echo = echoServer();
   const [port] = freePorts(1);
