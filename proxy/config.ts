@@ -13,6 +13,7 @@ import {
   type Settings,
 } from "./settings.ts";
 import { reachesProxy } from "./loop_check.ts";
+import { PortIndex } from "./router.ts";
 import { MAX_CONNECTIONS } from "./connection_limit.ts";
 import { parseTarget, type TargetAddress } from "./target.ts";
 
@@ -307,10 +308,11 @@ function checkLoops(
   problems: ConfigProblem[],
 ) {
   if (!Array.isArray(rawApps)) return;
-  const ownerOf = (port: number) =>
-    apps.find((app) =>
-      app.ports.some((r) => port >= r.first && port <= r.last)
-    );
+  // With overlapping ports reported, the first owner found is as good as any.
+  const owners = new PortIndex(apps, (app) => app.ports);
+  const ownerOf = (port: number) => owners.find(port);
+  const byName = new Map<unknown, AppConfig>();
+  for (const app of apps) if (!byName.has(app.name)) byName.set(app.name, app);
   // For each app, the apps that its targets lead into through the proxy.
   const next = new Map<AppConfig, Set<AppConfig>>();
   for (const app of apps) {
@@ -323,7 +325,7 @@ function checkLoops(
   for (const [appIndex, item] of rawApps.entries()) {
     // Items that are not app objects were reported by readApp.
     if (!isObject(item) || !Array.isArray(item.Targets)) continue;
-    const app = apps.find((a) => a.name === item.Name);
+    const app = byName.get(item.Name);
     for (const [i, text] of item.Targets.entries()) {
       const target = parseTarget(text);
       if (typeof target === "string") continue;
