@@ -3,6 +3,13 @@ import { basename, dirname, resolve } from "node:path";
 /** Quiet time after the last file event before a reload, in ms. */
 const DEBOUNCE_MS = 200;
 
+/**
+ * Interval of the check that each watched directory is still the one at its
+ * path, in ms. A watch follows the directory itself, so one that was moved
+ * away and replaced, as some deploy tools do, would report nothing more.
+ */
+const RECHECK_MS = 2_000;
+
 /** Source of a reload request: a file event or SIGHUP. */
 export type ReloadTrigger = "file" | "signal";
 
@@ -12,7 +19,8 @@ export type ReloadTrigger = "file" | "signal";
  * the path, of its resolved target and of every target that a swapped
  * symlink points to later are watched. So a file replaced by a rename, a
  * swapped symlink (as Kubernetes does for a mounted ConfigMap) and edits of
- * the new target are seen too. The caller compares
+ * the new target are seen too. A directory replaced by another one at its
+ * path is watched again, and counts as a change. The caller compares
  * the content to skip events that changed nothing.
  * Returns a function that stops watching.
  */
@@ -20,49 +28,86 @@ export function watchConfig(
   path: string,
   onChange: (trigger: ReloadTrigger) => void,
 ): () => void {
-  const watchers = new Map<string, Deno.FsWatcher>();
+  const watchers = new Map<
+    string,
+    { watcher: Deno.FsWatcher; inode: number }
+  >();
   let timer: ReturnType<typeof setTimeout> | undefined;
+  const changed = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => onChange("file"), DEBOUNCE_MS);
+  };
   // A symlink swapped to a target in another directory brings a watcher for
   // that directory, so that edits of the new target are seen too.
   const relevant = relevantPaths(path, (target) => watch(dirname(target)));
   const watch = (directory: string) => {
     if (watchers.has(directory)) return;
+    const inode = inodeOf(directory);
     let watcher: Deno.FsWatcher;
     try {
+      if (inode === undefined) return;
       watcher = Deno.watchFs(directory, { recursive: false });
     } catch {
       // A directory that is gone cannot hold the config's target either.
       return;
     }
-    watchers.set(directory, watcher);
+    watchers.set(directory, { watcher, inode });
     (async () => {
       for await (const event of watcher) {
         // Other files in the same directory, such as a log file, would put
         // the reload off for as long as they keep changing.
-        if (!event.paths.some(relevant)) continue;
-        clearTimeout(timer);
-        timer = setTimeout(() => onChange("file"), DEBOUNCE_MS);
+        if (event.paths.some(relevant)) changed();
       }
     })().catch(() => {
       // The watcher was closed.
     });
   };
-  watch(dirname(path));
-  const target = realPath(path);
-  if (target !== undefined) watch(dirname(target));
+  const directories = () => {
+    const target = realPath(path);
+    return target === undefined
+      ? [dirname(path)]
+      : [dirname(path), dirname(target)];
+  };
+  for (const directory of directories()) watch(directory);
+  const recheck = setInterval(() => {
+    for (const directory of directories()) {
+      const watched = watchers.get(directory);
+      const inode = inodeOf(directory);
+      if (inode === undefined || inode === watched?.inode) continue;
+      if (watched !== undefined) {
+        closeQuietly(watched.watcher);
+        watchers.delete(directory);
+      }
+      watch(directory);
+      changed();
+    }
+  }, RECHECK_MS);
+  Deno.unrefTimer(recheck);
   const onSignal = () => onChange("signal");
   Deno.addSignalListener("SIGHUP", onSignal);
   return () => {
     clearTimeout(timer);
+    clearInterval(recheck);
     Deno.removeSignalListener("SIGHUP", onSignal);
-    for (const watcher of watchers.values()) {
-      try {
-        watcher.close();
-      } catch {
-        // Already closed.
-      }
-    }
+    for (const { watcher } of watchers.values()) closeQuietly(watcher);
   };
+}
+
+function closeQuietly(watcher: Deno.FsWatcher): void {
+  try {
+    watcher.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+/** Returns the inode of directory `path`, or `undefined` while it is missing. */
+function inodeOf(path: string): number | undefined {
+  try {
+    return Deno.statSync(path).ino ?? undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -313,6 +313,30 @@ Deno.test("anyport reloads when a symlinked config is swapped, then edited", asy
   await waitFor(() => accepts(edited!), 5_000, "edited port to accept");
 });
 
+Deno.test("anyport watches a config directory that was moved away and made again", async () => {
+  await using echo = echoServer();
+  const [kept, added] = freePorts(2);
+  const parent = await Deno.makeTempDir({ prefix: "anyport-test-" });
+  const config = (ports: number[]) =>
+    JSON.stringify({
+      ...FAST_SETTINGS,
+      Apps: [{ Name: "a", Ports: ports, Targets: [echo.target] }],
+    });
+  await Deno.mkdir(`${parent}/conf`);
+  await Deno.writeTextFile(`${parent}/conf/config.json`, config([kept!]));
+  await using proxy = new ProxyProcess(`${parent}/conf/config.json`);
+  await proxy.waitForLog(/Started/);
+
+  // As a deploy tool that replaces the whole directory does.
+  await Deno.rename(`${parent}/conf`, `${parent}/conf.old`);
+  await Deno.mkdir(`${parent}/conf`);
+  await Deno.writeTextFile(
+    `${parent}/conf/config.json`,
+    config([kept!, added!]),
+  );
+  await waitFor(() => accepts(added!), 5_000, "added port to accept");
+});
+
 Deno.test("anyport reloads a changed config file and keeps sessions", async () => {
   await using echo = echoServer();
   const [kept, added] = freePorts(2);
