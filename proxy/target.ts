@@ -34,6 +34,21 @@ export function parseTarget(value: unknown): TargetAddress | string {
   if (value.includes("://")) {
     return `"${value}" is not a target: write "host:port" without a scheme, such as "app.internal:8080"`;
   }
+  if (value.startsWith("[")) {
+    const close = value.indexOf("]");
+    if (close < 0) {
+      return `"${value}" is not a target: the "]" after the IPv6 address is missing, use "[address]:port"`;
+    }
+    if (!value.startsWith(":", close + 1)) {
+      return `"${value}" is not a target: the port after "]" is missing, use "[address]:port"`;
+    }
+    const zone = value.indexOf("%");
+    if (zone >= 0 && zone < close) {
+      return `"${value}" is not a target: zone IDs such as "${
+        value.slice(zone, close)
+      }" are not supported, use a global or unique local IPv6 address`;
+    }
+  }
   const colon = value.lastIndexOf(":");
   if (colon < 0) {
     return `"${value}" is not a target: the port is missing, use "host:port"`;

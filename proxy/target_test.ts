@@ -145,11 +145,25 @@ Deno.test("parseTarget() rejects brackets without IPv6", async (t) => {
   }
 });
 
-Deno.test("parseTarget() rejects a target with only brackets", () => {
-  const result = parseTarget("[::1]");
-
-  assert.equal(typeof result, "string");
-  assert.match(result as string, /^"\[::1\]" is not a target: /);
+Deno.test("parseTarget() names what is wrong around brackets", async (t) => {
+  const rows: [string, string][] = [
+    ["[::1]", 'the port after "]" is missing, use "[address]:port"'],
+    ["[2001:db8::7]", 'the port after "]" is missing, use "[address]:port"'],
+    ["[::1]9001", 'the port after "]" is missing, use "[address]:port"'],
+    [
+      "[2001:db8::7:9001",
+      'the "]" after the IPv6 address is missing, use "[address]:port"',
+    ],
+    [
+      "[fe80::1%eth0]:9001",
+      'zone IDs such as "%eth0" are not supported, use a global or unique local IPv6 address',
+    ],
+  ];
+  for (const [text, reason] of rows) {
+    await t.step(text, () => {
+      assert.equal(parseTarget(text), `"${text}" is not a target: ${reason}`);
+    });
+  }
 });
 
 Deno.test("parseTarget() rejects an invalid host name", async (t) => {
