@@ -6,9 +6,11 @@ import { findListenerFd } from "../ffi/socket_fd.ts";
 import { formatHostPort } from "./address.ts";
 import { expandRanges } from "./ports.ts";
 import { isResourceExhausted } from "./os_error.ts";
-import { counted } from "./plural.ts";
+import { counted, firstOf } from "./plural.ts";
 import { readLocalListeners } from "./local_listeners.ts";
 import { descriptorLimit } from "../ffi/net.ts";
+import { parseAddress } from "./prefix.ts";
+import { unmapped } from "./sockaddr.ts";
 
 const log = getLogger(["anyport", "listener"]);
 
@@ -60,7 +62,7 @@ export class PortListeners implements Frontend {
     try {
       for (const port of requested) {
         if (this.#listeners.has(port)) continue;
-        this.#listeners.set(port, this.#listen(port, requested.size));
+        this.#listeners.set(port, this.#listen(port, requested));
         opened.push(port);
       }
     } catch (error) {
@@ -92,7 +94,7 @@ export class PortListeners implements Frontend {
     return Promise.resolve();
   }
 
-  #listen(port: number, portCount: number): Listening {
+  #listen(port: number, requested: ReadonlySet<number>): Listening {
     let listener: Deno.TcpListener;
     try {
       listener = Deno.listen({ hostname: this.hostname, port });
@@ -101,10 +103,10 @@ export class PortListeners implements Frontend {
         ? `ListenAddress ${this.hostname} is not an address of this host: use one of its addresses, or "::" for all of them`
         : isResourceExhausted(error)
         ? `${
-          counted(portCount, "port")
+          counted(requested.size, "port")
         } need as many descriptors, plus two per connection: raise the limit (ulimit -n, systemd LimitNOFILE) or use "Mode": "bpf", which serves every port with one socket`
         : error instanceof Deno.errors.AddrInUse
-        ? addressInUseFix(port)
+        ? addressInUseFix(this.hostname, port, requested, this.#listeners)
         : "check ListenAddress and the port";
       throw new Error(
         `Cannot listen on ${formatHostPort(this.hostname, port)}: ${
@@ -154,17 +156,53 @@ export class PortListeners implements Frontend {
  * app ports inside the ephemeral port range, for example after BPF mode,
  * where nothing listens on them.
  */
-function addressInUseFix(port: number): string {
-  let listening = true;
+/**
+ * Returns the fix for a port in use, naming every configured port that
+ * another socket listens on, so that one restart finds them all.
+ */
+function addressInUseFix(
+  hostname: string,
+  port: number,
+  requested: ReadonlySet<number>,
+  own: ReadonlyMap<number, unknown>,
+): string {
+  const bound = addressKey(parseAddress(hostname) ?? []);
+  const wildcard = (key: string) => /^[0.]*$/.test(key);
+  let busy: number[] | undefined;
   try {
-    listening = readLocalListeners().some((listener) => listener.port === port);
+    busy = [
+      ...new Set(
+        readLocalListeners()
+          .filter((listener) => {
+            const key = addressKey(listener.address);
+            return wildcard(bound) || wildcard(key) || key === bound;
+          })
+          .map((listener) => listener.port)
+          .filter((p) => requested.has(p) && !own.has(p)),
+      ),
+    ].sort((a, b) => a - b);
   } catch {
     // Without sock_diag, the usual cause is the likely one.
   }
-  return listening
+  if (busy === undefined) {
+    return "stop the process that uses the port or remove the port from the config";
+  }
+  if (busy.length > 1) {
+    return `other sockets listen on ${
+      counted(busy.length, "configured port")
+    } (${
+      firstOf(busy.map(String), 16)
+    }): stop the processes that use them or remove those ports from the config`;
+  }
+  return busy.includes(port)
     ? "stop the process that uses the port or remove the port from the config"
     : "no socket listens on it, so connections, open or in TIME_WAIT, use it " +
       "as their local port: reserve the app ports with " +
       "net.ipv4.ip_local_reserved_ports, or move them out of " +
       "net.ipv4.ip_local_port_range";
+}
+
+/** Returns an address's bytes, IPv4-mapped ones as IPv4, joined with dots. */
+function addressKey(bytes: ArrayLike<number>): string {
+  return unmapped(Array.from(bytes)).join(".");
 }

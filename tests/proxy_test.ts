@@ -972,6 +972,31 @@ Deno.test({
 });
 
 Deno.test({
+  name: "proxy start names every configured port that other sockets hold",
+  async fn() {
+    await using target = echoServer();
+    const [free, ...held] = freePorts(3);
+    using _first = Deno.listen({ hostname: "127.0.0.1", port: held[0]! });
+    using _second = Deno.listen({ hostname: "127.0.0.1", port: held[1]! });
+    const [low, high] = held.sort((a, b) => a - b);
+
+    await assert.rejects(
+      TestProxy.start({
+        ...FAST_SETTINGS,
+        Apps: [{
+          Name: "a",
+          Ports: [free, low, high],
+          Targets: [target.target],
+        }],
+      }),
+      new RegExp(
+        `Address already in use.*other sockets listen on 2 configured ports \\(${low}, ${high}\\)`,
+      ),
+    );
+  },
+});
+
+Deno.test({
   name: "proxy start names a port in use as a local port of a connection",
   // It narrows the ephemeral port range of the test's network namespace.
   ignore: !inTestNamespace(),
