@@ -1,5 +1,5 @@
 import { getLogger } from "@logtape/logtape";
-import { type Config, parseConfig } from "../proxy/config.ts";
+import { type Config, parseConfig, readConfigText } from "../proxy/config.ts";
 import { ConfigError, formatProblem } from "../proxy/config_error.ts";
 import { type ReloadTrigger, watchConfig } from "../proxy/config_watch.ts";
 import type { ConnHandler, Frontend } from "../proxy/frontend.ts";
@@ -156,7 +156,7 @@ class ConfigSource {
   async read(): Promise<Config>;
   async read(onlyIfChanged: boolean): Promise<Config | undefined>;
   async read(onlyIfChanged = false): Promise<Config | undefined> {
-    const text = await Deno.readTextFile(this.path);
+    const text = await readConfigText(this.path);
     if (onlyIfChanged && !this.#failed && text === this.#lastText) {
       return undefined;
     }

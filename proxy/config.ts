@@ -72,7 +72,72 @@ export async function readConfig(
   path: string,
   mode?: FrontendMode,
 ): Promise<Config> {
-  return parseConfig(await Deno.readTextFile(path), path, mode);
+  return parseConfig(await readConfigText(path), path, mode);
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Reads a config file as UTF-8. Bytes that are not UTF-8 are an error
+ * rather than replacement characters, which would reach app names and logs.
+ *
+ * @throws {ConfigError} when the file is not UTF-8, naming where
+ * @throws {Deno.errors.NotFound} when the file does not exist
+ */
+export async function readConfigText(path: string): Promise<string> {
+  const bytes = await Deno.readFile(path);
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    const utf16 = (bytes[0] === 0xff && bytes[1] === 0xfe) ||
+      (bytes[0] === 0xfe && bytes[1] === 0xff) || bytes.includes(0);
+    if (utf16) {
+      throw new ConfigError(path, [{
+        path: "",
+        message: "the file looks like UTF-16: save it as UTF-8",
+      }]);
+    }
+    // The text before the first invalid byte decodes, so it gives the place.
+    let end = 0;
+    while (end < bytes.length) {
+      const length = sequenceLength(bytes, end);
+      if (length === 0) break;
+      end += length;
+    }
+    const before = new TextDecoder().decode(bytes.subarray(0, end));
+    const line = before.split("\n").length;
+    const column = before.length - before.lastIndexOf("\n");
+    throw new ConfigError(path, [{
+      path: "",
+      message: `byte 0x${
+        bytes[end]!.toString(16).padStart(2, "0")
+      } at line ${line}, column ${column} is not UTF-8: save the file as UTF-8`,
+    }]);
+  }
+}
+
+/**
+ * Returns the length of the valid UTF-8 sequence at `offset` of `bytes`, or
+ * 0 when the bytes there are not UTF-8.
+ */
+function sequenceLength(bytes: Uint8Array, offset: number): number {
+  const first = bytes[offset]!;
+  const length = first < 0x80
+    ? 1
+    : first >= 0xc2 && first < 0xe0
+    ? 2
+    : first >= 0xe0 && first < 0xf0
+    ? 3
+    : first >= 0xf0 && first < 0xf5
+    ? 4
+    : 0;
+  if (length === 0 || offset + length > bytes.length) return 0;
+  try {
+    utf8.decode(bytes.subarray(offset, offset + length));
+    return length;
+  } catch {
+    return 0;
+  }
 }
 
 /**
@@ -491,7 +556,6 @@ function editDistance(a: string, b: string): number {
 
 /** Plain words for the parser's error codes; others keep the code's name. */
 const SYNTAX_MESSAGES: Record<string, string> = {
-  InvalidSymbol: "unexpected character",
   InvalidNumberFormat: "invalid number",
   PropertyNameExpected: "a property name in double quotes is expected",
   ValueExpected: "a value is expected",
@@ -517,11 +581,16 @@ function syntaxProblem(text: string, error: ParseError): ConfigProblem {
   const line = before.split("\n").length;
   const column = error.offset - before.lastIndexOf("\n");
   const code = printParseErrorCode(error.error);
+  let reason = SYNTAX_MESSAGES[code] ?? code;
+  if (code === "InvalidSymbol") {
+    const found = String.fromCodePoint(text.codePointAt(error.offset) ?? 0);
+    reason = `unexpected ${JSON.stringify(found)}${
+      found === "'" ? ": use double quotes for names and strings" : ""
+    }`;
+  }
   return {
     path: "",
-    message: `invalid JSON at line ${line}, column ${column}: ${
-      SYNTAX_MESSAGES[code] ?? code
-    }`,
+    message: `invalid JSON at line ${line}, column ${column}: ${reason}`,
   };
 }
 

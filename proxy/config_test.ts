@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseConfig } from "./config.ts";
+import { parseConfig, readConfigText } from "./config.ts";
 import {
   ConfigError,
   type ConfigProblem,
@@ -136,7 +136,7 @@ Deno.test("parseConfig() counts columns after CRLF line ends", () => {
   assert.equal(problems.length, 1);
   assert.equal(
     problems[0]!.message,
-    "invalid JSON at line 2, column 3: unexpected character",
+    'invalid JSON at line 2, column 3: unexpected "x"',
   );
 });
 
@@ -1154,4 +1154,65 @@ Deno.test("parseConfig() rejects more prefixes than BPF steering holds", () => {
     message:
       "lists 4097 IPv4 prefixes, more than the 4096 that BPF steering holds: merge them into shorter prefixes",
   }]);
+});
+
+Deno.test("parseConfig() names the unexpected character", () => {
+  const problems = problemsOf("{'Apps': []}");
+
+  assert.equal(
+    problems[0]!.message,
+    `invalid JSON at line 1, column 2: unexpected "'": use double quotes for names and strings`,
+  );
+});
+
+Deno.test("readConfigText() rejects bytes that are not UTF-8", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    const text = new TextEncoder().encode('{\n  "Apps": [{"Name": "ab');
+    await Deno.writeFile(path, new Uint8Array([...text, 0xff, 0x22]));
+
+    await assert.rejects(
+      readConfigText(path),
+      (error: Error) =>
+        error.message.includes(
+          "byte 0xff at line 2, column 24 is not UTF-8: save the file as UTF-8",
+        ),
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("readConfigText() names UTF-16", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    const text = '{"Apps": []}';
+    const bytes = new Uint8Array(2 + text.length * 2);
+    bytes.set([0xff, 0xfe]);
+    for (let i = 0; i < text.length; i++) bytes[2 + i * 2] = text.charCodeAt(i);
+    await Deno.writeFile(path, bytes);
+
+    await assert.rejects(
+      readConfigText(path),
+      /the file looks like UTF-16: save it as UTF-8/,
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("readConfigText() reads UTF-8 with a byte order mark", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(
+      path,
+      '\uFEFF{"Apps": [{"Name": "café", "Ports": [80], "Targets": ["h:1"]}]}',
+    );
+
+    const config = parseConfig(await readConfigText(path));
+
+    assert.equal(config.apps[0]!.name, "café");
+  } finally {
+    await Deno.remove(path);
+  }
 });
