@@ -114,6 +114,11 @@ async function main(args: string[]): Promise<number> {
   });
 
   const [command, ...rest] = positionals;
+  if (command !== undefined && command !== "run" && command !== "check") {
+    return usageError(
+      `Unknown command "${command}": use check, bpf or no command`,
+    );
+  }
   // `check` also takes the config path as its argument.
   const path = command === "check" && rest.length === 1
     ? rest.shift()
@@ -128,18 +133,12 @@ async function main(args: string[]): Promise<number> {
     );
   }
   const configPath = path ?? values.config ?? "./config.json";
-  const modeOption = mode === undefined ? {} : { mode: mode as FrontendMode };
-  switch (command) {
-    case undefined:
-    case "run":
-      return await runProxy({ configPath, ...modeOption });
-    case "check":
-      return await checkConfig(configPath, modeOption.mode);
-    default:
-      return usageError(
-        `Unknown command "${command}": use check, bpf or no command`,
-      );
+  if (configPath === "") {
+    return usageError("The config path is empty: give the config file's path");
   }
+  const modeOption = mode === undefined ? {} : { mode: mode as FrontendMode };
+  if (command === "check") return await checkConfig(configPath, mode);
+  return await runProxy({ configPath, ...modeOption });
 }
 
 function usageError(message: string): number {

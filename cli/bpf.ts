@@ -45,6 +45,10 @@ export function runBpfCommand(
   args: string[],
   output: BpfCommandOutput = CONSOLE_OUTPUT,
 ): Promise<number> {
+  if (args.includes("--help") || args.includes("-h")) {
+    output.log(USAGE);
+    return Promise.resolve(0);
+  }
   const parsed = parseBpfArgs(args);
   if (typeof parsed === "string") {
     output.error(`${parsed}\n\n${USAGE}`);

@@ -180,6 +180,14 @@ Deno.test(
   },
 );
 
+Deno.test("runBpfCommand() prints the usage for --help", async () => {
+  for (const args of [["--help"], ["status", "--help"], ["detach", "-h"]]) {
+    const result = await run(args);
+    assert.equal(result.code, 0, args.join(" "));
+    assert.ok(result.log.startsWith("Usage: anyport bpf"), result.log);
+  }
+});
+
 Deno.test("runBpfCommand() rejects invalid arguments", async () => {
   for (
     const [args, message] of [

@@ -504,9 +504,17 @@ function checkKeys(
 ) {
   for (const key of Object.keys(value)) {
     if (known.includes(key)) continue;
-    const hint = closestKey(key, known);
     // A key with a line break would forge a line in `check`'s output.
     const printedKey = CONTROL.test(key) ? quoteControls(key) : key;
+    if (path !== "" && SETTING_KEYS.includes(key)) {
+      problems.push({
+        path: `${path}.${printedKey}`,
+        message:
+          `${key} is a setting of the whole config, not of one app: move it to the top level, next to "Apps"`,
+      });
+      continue;
+    }
+    const hint = closestKey(key, known);
     problems.push({
       path: path === "" ? printedKey : `${path}.${printedKey}`,
       message: `unknown key${

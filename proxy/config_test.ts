@@ -1216,3 +1216,18 @@ Deno.test("readConfigText() reads UTF-8 with a byte order mark", async () => {
     await Deno.remove(path);
   }
 });
+
+Deno.test("parseConfig() says where a setting written in an app belongs", () => {
+  const problems = problemsOf(JSON.stringify({
+    Apps: [{
+      Name: "web",
+      Ports: [80],
+      Targets: ["h:1"],
+      IdleTimeoutMs: 1000,
+    }],
+  }));
+
+  assert.deepEqual(problems.map((p) => `${p.path}: ${p.message}`), [
+    'Apps[0].IdleTimeoutMs: IdleTimeoutMs is a setting of the whole config, not of one app: move it to the top level, next to "Apps"',
+  ]);
+});

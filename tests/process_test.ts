@@ -687,6 +687,26 @@ Deno.test("anyport rejects an unknown option with usage help", async () => {
   assert.match(text, /anyport --help/);
 });
 
+Deno.test("anyport names an unknown command before its arguments", async () => {
+  const { code, stderr } = await runCli(["frobnicate", "x"]);
+  assert.equal(code, 2);
+  assert.match(
+    new TextDecoder().decode(stderr),
+    /^Unknown command "frobnicate": use check, bpf or no command\n/,
+  );
+});
+
+Deno.test("anyport rejects an empty config path", async () => {
+  for (const args of [["-c", ""], ["check", ""]]) {
+    const { code, stderr } = await runCli(args);
+    assert.equal(code, 2, args.join(" "));
+    assert.match(
+      new TextDecoder().decode(stderr),
+      /^The config path is empty: give the config file's path\n/,
+    );
+  }
+});
+
 function runCli(args: string[]): Promise<Deno.CommandOutput> {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-read", `${ROOT}main.ts`, ...args],
