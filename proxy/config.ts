@@ -234,7 +234,9 @@ function readApps(value: unknown, problems: ConfigProblem[]): AppConfig[] {
       path: "Apps",
       message: value === undefined
         ? 'is missing: add a list such as [{"Name": "web", "Ports": [8080], "Targets": ["127.0.0.1:9000"]}]'
-        : `${JSON.stringify(value)} is not a non-empty list of apps`,
+        : Array.isArray(value)
+        ? "is empty: list at least one app"
+        : `${JSON.stringify(value)} is not a list: put the apps in [ ]`,
     });
     return [];
   }
@@ -323,8 +325,12 @@ function readList<T>(
     problems.push({
       path,
       message: value === undefined
-        ? "is missing: add a non-empty list"
-        : `${JSON.stringify(value)} is not a non-empty list`,
+        ? "is missing: add a list with at least one entry"
+        : Array.isArray(value)
+        ? "is empty: list at least one entry"
+        : `${JSON.stringify(value)} is not a list: write [${
+          JSON.stringify(value)
+        }]`,
     });
     return [];
   }

@@ -289,7 +289,7 @@ Deno.test("parseConfig() rejects an empty Apps list", () => {
   assertOneProblem(
     '{"Apps": []}',
     "Apps",
-    "[] is not a non-empty list of apps",
+    "is empty: list at least one app",
   );
 });
 
@@ -297,7 +297,7 @@ Deno.test("parseConfig() rejects Apps that is not a list", () => {
   assertOneProblem(
     '{"Apps": {"Name": "web"}}',
     "Apps",
-    '{"Name":"web"} is not a non-empty list of apps',
+    '{"Name":"web"} is not a list: put the apps in [ ]',
   );
 });
 
@@ -396,21 +396,21 @@ Deno.test("parseConfig() rejects missing or empty Ports", async (t) => {
     assertOneProblem(
       withApp({ Ports: undefined }),
       "Apps[0].Ports",
-      "is missing: add a non-empty list",
+      "is missing: add a list with at least one entry",
     );
   });
   await t.step("empty", () => {
     assertOneProblem(
       withApp({ Ports: [] }),
       "Apps[0].Ports",
-      "[] is not a non-empty list",
+      "is empty: list at least one entry",
     );
   });
   await t.step("not a list", () => {
     assertOneProblem(
       withApp({ Ports: 8080 }),
       "Apps[0].Ports",
-      "8080 is not a non-empty list",
+      "8080 is not a list: write [8080]",
     );
   });
 });
@@ -588,21 +588,21 @@ Deno.test("parseConfig() rejects missing or empty Targets", async (t) => {
     assertOneProblem(
       withApp({ Targets: undefined }),
       "Apps[0].Targets",
-      "is missing: add a non-empty list",
+      "is missing: add a list with at least one entry",
     );
   });
   await t.step("empty", () => {
     assertOneProblem(
       withApp({ Targets: [] }),
       "Apps[0].Targets",
-      "[] is not a non-empty list",
+      "is empty: list at least one entry",
     );
   });
   await t.step("a string", () => {
     assertOneProblem(
       withApp({ Targets: "h:1" }),
       "Apps[0].Targets",
-      '"h:1" is not a non-empty list',
+      '"h:1" is not a list: write ["h:1"]',
     );
   });
 });

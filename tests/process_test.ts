@@ -602,7 +602,7 @@ Deno.test("anyport check reports every problem and exits 1", async () => {
   assert.match(text, /Apps\[0\]\.Targets\[0\]: "::1:9001" is not a target/);
   assert.match(text, /Apps\[1\]\.Name: "a" is already the name of Apps\[0\]/);
   assert.match(text, /Apps\[1\]\.Ports\[0\]: port 5 is already used/);
-  assert.match(text, /Apps\[1\]\.Targets: \[\] is not a non-empty list/);
+  assert.match(text, /Apps\[1\]\.Targets: is empty: list at least one entry/);
 });
 
 Deno.test("anyport check accepts the shipped configs", async () => {
