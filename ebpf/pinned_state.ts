@@ -13,7 +13,14 @@
 import { getLogger } from "@logtape/logtape";
 import { BpfObject } from "../ffi/bpf_object.ts";
 import { linkDetach, linkUpdate, objGet, objPin } from "../ffi/bpf_fd.ts";
-import { closeFd, ENOENT, openReadOnly } from "../ffi/libc.ts";
+import {
+  closeFd,
+  ENOENT,
+  openReadOnly,
+  OsError,
+  tryLockExclusive,
+  unlock,
+} from "../ffi/libc.ts";
 import { LibbpfError } from "../ffi/libbpf.ts";
 import {
   ADDED_MAPS,
@@ -28,6 +35,11 @@ import { readNetnsLinkInfo } from "./sk_lookup_links.ts";
 import { SteeringMaps } from "./steering_maps.ts";
 
 export { DEFAULT_PIN_ROOT };
+
+/** Longest wait for another process's lock on the state, in ms. */
+const LOCK_WAIT_MS = 3_000;
+/** Interval of the checks whether that lock is free, in ms. */
+const LOCK_RETRY_MS = 5;
 
 /** File name of the pinned link inside a state directory. */
 const LINK_PIN = "link";
@@ -53,10 +65,10 @@ export class PinnedState implements Disposable {
   #closed = false;
   /** The program this process loaded, kept to put it back into the link. */
   #object: BpfObject | undefined;
-  /** The state directory, opened for {@linkcode locked}. */
-  #lockFile: Deno.FsFile | undefined;
-  /** Calls of {@linkcode locked} in progress, nested ones included. */
-  #lockDepth = 0;
+  /** The state directory, opened for the lock; -1 once found missing. */
+  #lockFd: number | undefined;
+  /** Whether this process holds the lock. */
+  #holding = false;
 
   constructor(path: string, maps: SteeringMaps, linkFd: number) {
     this.path = path;
@@ -72,28 +84,57 @@ export class PinnedState implements Disposable {
    * after a newer one took over and wrote its own, and leave a mix of the
    * two configs steered. The kernel releases the lock of a process that
    * dies. `fn` must not await, since the lock would be held across it.
+   *
+   * Waits for the lock off the JavaScript thread's back, checking every few
+   * ms, so a stopped or hung process that holds it never stalls this one's
+   * connections.
+   *
+   * @throws {Error} when another process held the lock for `waitMs`
    */
-  locked<T>(fn: () => T): T {
-    if (this.#lockDepth > 0) return fn();
-    if (this.#lockFile === undefined) {
+  async locked<T>(fn: () => T, waitMs = LOCK_WAIT_MS): Promise<T> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const result = this.tryLocked(fn);
+      if (result.ran) return result.value;
+      if (Date.now() >= deadline) {
+        throw new Error(
+          `Another process has held the lock on the BPF state in "${this.path}" for ${waitMs} ms: it may be stopped or hung. /proc/locks names it (an FLOCK on the directory's inode); stop or resume it`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS));
+    }
+  }
+
+  /**
+   * Runs `fn` under the lock of {@linkcode locked} if no other process
+   * holds it, and otherwise not at all.
+   */
+  tryLocked<T>(fn: () => T): { ran: true; value: T } | { ran: false } {
+    if (this.#holding) return { ran: true, value: fn() };
+    const fd = this.#openLock();
+    // The pins were removed, by anyport bpf detach or by hand: no other
+    // process can find these maps to write them.
+    if (fd < 0) return { ran: true, value: fn() };
+    if (!tryLockExclusive(fd)) return { ran: false };
+    this.#holding = true;
+    try {
+      return { ran: true, value: fn() };
+    } finally {
+      this.#holding = false;
+      unlock(fd);
+    }
+  }
+
+  #openLock(): number {
+    if (this.#lockFd === undefined) {
       try {
-        this.#lockFile = Deno.openSync(this.path, { read: true });
+        this.#lockFd = openReadOnly(this.path);
       } catch (error) {
-        // The pins were removed, by anyport bpf detach or by hand: no
-        // other process can find these maps to write them.
-        if (error instanceof Deno.errors.NotFound) return fn();
-        throw error;
+        if (!(error instanceof OsError && error.errno === ENOENT)) throw error;
+        this.#lockFd = -1;
       }
     }
-    const file = this.#lockFile;
-    file.lockSync(true);
-    this.#lockDepth++;
-    try {
-      return fn();
-    } finally {
-      this.#lockDepth--;
-      file.unlockSync();
-    }
+    return this.#lockFd;
   }
 
   /** Returns whether the link is still pinned, so it outlives this process. */
@@ -136,7 +177,7 @@ export class PinnedState implements Disposable {
   [Symbol.dispose](): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#lockFile?.close();
+    if (this.#lockFd !== undefined && this.#lockFd >= 0) closeFd(this.#lockFd);
     this.maps[Symbol.dispose]();
     closeFd(this.linkFd);
     this.#object?.[Symbol.dispose]();

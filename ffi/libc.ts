@@ -17,6 +17,7 @@ const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
   readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
   access: { parameters: ["buffer", "i32"], result: "i32" },
+  flock: { parameters: ["i32", "i32"], result: "i32" },
   strerror: { parameters: ["i32"], result: "pointer" },
   vsnprintf: {
     parameters: ["buffer", "usize", "pointer", "pointer"],
@@ -128,6 +129,29 @@ export function readLink(path: string): string | undefined {
 export function pathExists(path: string): boolean {
   const F_OK = 0;
   return libc().access(cString(path), F_OK) === 0;
+}
+
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const LOCK_UN = 8;
+const EWOULDBLOCK = 11;
+
+/**
+ * Takes an exclusive `flock(2)` on `fd` without waiting. Returns false when
+ * another open file holds it.
+ *
+ * @throws {OsError} when `flock(2)` fails for another reason
+ */
+export function tryLockExclusive(fd: number): boolean {
+  if (libc().flock(fd, LOCK_EX | LOCK_NB) === 0) return true;
+  const code = errno();
+  if (code === EWOULDBLOCK) return false;
+  throw new OsError(`flock fd ${fd}`, code);
+}
+
+/** Releases a lock from {@linkcode tryLockExclusive}. */
+export function unlock(fd: number): void {
+  libc().flock(fd, LOCK_UN);
 }
 
 /** Closes a descriptor from {@linkcode openReadOnly} or libbpf. */

@@ -186,16 +186,13 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
    * @throws {Error} when a map cannot be updated, such as a full prefix map
    * or a closed frontend
    */
-  apply(
+  async apply(
     ports: readonly PortRange[],
     prefixes: readonly Prefix[] = this.#prefixes,
   ): Promise<void> {
-    try {
-      this.#update(expandRanges(ports), prefixes);
-      return Promise.resolve();
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    this.#checkOpen("apply ports");
+    const requested = expandRanges(ports);
+    await this.#state.locked(() => this.#update(requested, prefixes));
   }
 
   readonly socketCount = 1;
@@ -229,7 +226,14 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#ownershipTimer);
-    const { cookie, drain } = this.#state.locked(() => this.#leave());
+    let left;
+    try {
+      left = await this.#state.locked(() => this.#leave());
+    } catch (error) {
+      logger.warn("Leaving BPF steering without the lock: {error}", { error });
+      left = this.#leave();
+    }
+    const { cookie, drain } = left;
     if (drain) await this.#drain();
     const attached = this.#isAttached();
     const pinned = attached && this.#state.isPinned();
@@ -307,12 +311,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     await this.close();
   }
 
+  /** Writes the maps; runs under the state's lock. */
   #update(requested: Set<number>, prefixes: readonly Prefix[]): void {
     this.#checkOpen("apply ports");
-    this.#state.locked(() => this.#updateLocked(requested, prefixes));
-  }
-
-  #updateLocked(requested: Set<number>, prefixes: readonly Prefix[]): void {
     if (this.#socketInserted && this.#isReplaced()) {
       // The maps belong to the newer process now; writing this process's
       // ports would steer them to a proxy without those apps.
@@ -536,7 +537,8 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   #checkOwnership(): void {
     if (this.#closed) return;
     try {
-      this.#state.locked(() => this.#checkOwnershipLocked());
+      // While another process holds the maps, the next check comes soon.
+      this.#state.tryLocked(() => this.#checkOwnershipLocked());
     } catch (error) {
       logger.warn("Cannot check BPF steering ownership: {error}", { error });
     }

@@ -4,6 +4,12 @@ import type { PortRange } from "./frontend.ts";
 import { parsePrefix, type Prefix } from "./prefix.ts";
 import { openPinnedState, statePath } from "../ebpf/pinned_state.ts";
 import {
+  closeFd,
+  openReadOnly,
+  tryLockExclusive,
+  unlock,
+} from "../ffi/libc.ts";
+import {
   freezeMap,
   NEEDS_ROOT,
   reply,
@@ -548,25 +554,60 @@ Deno.test(
       await first.frontend.apply([{ first: port - 1, last: port - 1 }]);
     }
     // Another process in the middle of its check and write of the maps.
-    const lock = Deno.openSync(statePath(root.path), { read: true });
-    lock.lockSync(true);
+    const lock = openReadOnly(statePath(root.path));
+    assert.ok(tryLockExclusive(lock));
     let child: Deno.ChildProcess | undefined;
     const started = startChild(root.path, port).then((c) => child = c);
     try {
       await delay(500);
       assert.equal(child, undefined);
       assert.deepEqual(await request("127.0.0.1", port), "ConnectionRefused");
-      lock.unlockSync();
+      unlock(lock);
       await started;
       assert.deepEqual(
         await request("127.0.0.1", port),
         `child ${child!.pid}`,
       );
     } finally {
-      lock.close();
+      closeFd(lock);
       await started.catch(() => {});
       child?.kill("SIGKILL");
       await child?.status;
+    }
+  },
+);
+
+Deno.test(
+  "BpfFrontend gives up on a lock that another process keeps",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using server = new TestServer(root.path, LOCALHOST_V4);
+    await server.frontend.apply([{ first: 30680, last: 30680 }]);
+    // A process stopped while it held the lock.
+    const lock = openReadOnly(statePath(root.path));
+    assert.ok(tryLockExclusive(lock));
+    try {
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 100);
+      const started = Date.now();
+      let message = "";
+      await server.frontend.apply([{ first: 30680, last: 30681 }])
+        .catch((error) => message = error.message);
+      clearInterval(timer);
+
+      assert.match(
+        message,
+        /has held the lock on the BPF state .* for 3000 ms/,
+      );
+      assert.ok(Date.now() - started >= 3_000);
+      // The thread went on meanwhile, and so did the connections.
+      assert.ok(ticks >= 20, `${ticks} timer ticks`);
+      assert.deepEqual(await request("127.0.0.1", 30680), "30680");
+      assert.deepEqual(await request("127.0.0.1", 30681), "ConnectionRefused");
+    } finally {
+      unlock(lock);
+      closeFd(lock);
     }
   },
 );
