@@ -36,7 +36,7 @@ import { SteeringMaps } from "./steering_maps.ts";
 
 export { DEFAULT_PIN_ROOT };
 
-/** Longest wait for another process's lock on the state, in ms. */
+/** Maximum wait for another process's lock on the state, in ms. */
 const LOCK_WAIT_MS = 3_000;
 /** Interval of the checks whether that lock is free, in ms. */
 const LOCK_RETRY_MS = 5;
@@ -65,7 +65,7 @@ export class PinnedState implements Disposable {
   #closed = false;
   /** The program this process loaded, kept to put it back into the link. */
   #object: BpfObject | undefined;
-  /** The state directory, opened for the lock; -1 once found missing. */
+  /** The state directory, opened for the lock, or -1 once found missing. */
   #lockFd: number | undefined;
   /** Whether this process holds the lock. */
   #holding = false;
@@ -79,9 +79,9 @@ export class PinnedState implements Disposable {
   /**
    * Runs `fn` under an exclusive lock on the state directory (`flock(2)`),
    * so that no other anyport process changes the maps meanwhile. Every
-   * process checks who owns steering and writes the maps under it: without
+   * process checks who owns steering and writes the maps under it. Without
    * it, a process that found itself the owner could write its ports right
-   * after a newer one took over and wrote its own, and leave a mix of the
+   * after a newer one took over and wrote its own, which leaves a mix of the
    * two configs steered. The kernel releases the lock of a process that
    * dies. `fn` must not await, since the lock would be held across it.
    *
