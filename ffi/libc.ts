@@ -138,7 +138,7 @@ const EWOULDBLOCK = 11;
 
 /**
  * Takes an exclusive `flock(2)` on `fd` without waiting. Returns false when
- * another open file holds it.
+ * another open file has it locked.
  *
  * @throws {OsError} when `flock(2)` fails for another reason
  */

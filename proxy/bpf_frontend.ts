@@ -311,7 +311,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     await this.close();
   }
 
-  /** Writes the maps; runs under the state's lock. */
+  /** Writes the maps. Runs under the state's lock. */
   #update(requested: Set<number>, prefixes: readonly Prefix[]): void {
     this.#checkOpen("apply ports");
     if (this.#socketInserted && this.#isReplaced()) {
@@ -331,10 +331,10 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
       return;
     }
     const first = !this.#socketInserted;
-    // The maps as they are, not as this process last wrote or saw them: the
+    // The maps as they are, not as this process last wrote or saw them. The
     // process that owned steering before may have changed them since this
-    // one opened, and one that does not lock them (an older anyport) even
-    // since this one's last update.
+    // one opened. One that does not lock them (an older anyport) may have
+    // changed them even since this one's last update.
     const before = {
       ports: this.#state.maps.readPorts(),
       prefixes: this.#state.maps.readPrefixes(),
@@ -537,7 +537,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   #checkOwnership(): void {
     if (this.#closed) return;
     try {
-      // While another process holds the maps, the next check comes soon.
+      // While another process has the lock, the next check comes soon.
       this.#state.tryLocked(() => this.#checkOwnershipLocked());
     } catch (error) {
       logger.warn("Cannot check BPF steering ownership: {error}", { error });
