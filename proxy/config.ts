@@ -40,10 +40,12 @@ const APP_KEYS = ["Name", "Ports", "Targets", "Balance", "MaxConnections"];
 /**
  * Characters that a name must not contain: controls (C0, DEL and C1),
  * invisible format characters such as text direction overrides and
- * zero-width spaces, and the Unicode line and paragraph separators. In a
- * log line, each can forge a line break or make text read backwards.
+ * zero-width spaces, the Unicode line and paragraph separators, halves of
+ * surrogate pairs, and spaces other than U+0020. In a log line, each can
+ * forge a line break, make text read backwards, or make two names look
+ * the same (`a b` with a no-break space).
  */
-const CONTROL = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
+const CONTROL = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]|(?! )\p{Zs}/u;
 
 /**
  * Quotes `text` as JSON does, and also escapes the characters of
@@ -52,7 +54,7 @@ const CONTROL = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
  */
 function quoteControls(text: string): string {
   return JSON.stringify(text).replace(
-    /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu,
+    new RegExp(CONTROL.source, "gu"),
     (c) =>
       Array.from(
         { length: c.length },
@@ -271,7 +273,7 @@ function readApp(
       path: `${path}.Name`,
       message: `${
         quoteControls(value.Name as string)
-      } is not a name: remove the control and invisible characters, such as line breaks and text direction marks`,
+      } is not a name: remove the control and invisible characters, such as line breaks and text direction marks, and write spaces as plain spaces`,
     });
   } else {
     problems.push({

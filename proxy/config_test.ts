@@ -506,37 +506,47 @@ Deno.test("parseConfig() rejects a bad app name", async (t) => {
     [
       "a line break",
       "web\nINFO forged",
-      '"web\\nINFO forged" is not a name: remove the control and invisible characters, such as line breaks and text direction marks',
+      '"web\\nINFO forged" is not a name: remove the control and invisible characters, such as line breaks and text direction marks, and write spaces as plain spaces',
     ],
     [
       "a C1 control",
       "web\u009b31m",
-      '"web\\u009b31m" is not a name: remove the control and invisible characters, such as line breaks and text direction marks',
+      '"web\\u009b31m" is not a name: remove the control and invisible characters, such as line breaks and text direction marks, and write spaces as plain spaces',
     ],
     [
       "an escape",
       "web\u001b[31m",
-      '"web\\u001b[31m" is not a name: remove the control and invisible characters, such as line breaks and text direction marks',
+      '"web\\u001b[31m" is not a name: remove the control and invisible characters, such as line breaks and text direction marks, and write spaces as plain spaces',
     ],
     [
       "a text direction override",
       "evil\u202egnp.exe",
-      '"evil\\u202egnp.exe" is not a name: remove the control and invisible characters, such as line breaks and text direction marks',
+      '"evil\\u202egnp.exe" is not a name: remove the control and invisible characters, such as line breaks and text direction marks, and write spaces as plain spaces',
     ],
     [
       "a zero-width space",
       "web\u200b",
-      '"web\\u200b" is not a name: remove the control and invisible characters, such as line breaks and text direction marks',
+      '"web\\u200b" is not a name: remove the control and invisible characters, such as line breaks and text direction marks, and write spaces as plain spaces',
     ],
     [
       "a line separator",
       "web\u2028INFO forged",
-      '"web\\u2028INFO forged" is not a name: remove the control and invisible characters, such as line breaks and text direction marks',
+      '"web\\u2028INFO forged" is not a name: remove the control and invisible characters, such as line breaks and text direction marks, and write spaces as plain spaces',
+    ],
+    [
+      "a no-break space",
+      "a\u00a0b",
+      '"a\\u00a0b" is not a name: remove the control and invisible characters, such as line breaks and text direction marks, and write spaces as plain spaces',
+    ],
+    [
+      "half of a surrogate pair",
+      "web\ud800",
+      '"web\\ud800" is not a name: remove the control and invisible characters, such as line breaks and text direction marks, and write spaces as plain spaces',
     ],
     [
       "a format character outside the first plane",
       "web\u{e0001}",
-      '"web\\udb40\\udc01" is not a name: remove the control and invisible characters, such as line breaks and text direction marks',
+      '"web\\udb40\\udc01" is not a name: remove the control and invisible characters, such as line breaks and text direction marks, and write spaces as plain spaces',
     ],
   ];
   for (const [title, name, message] of rows) {
