@@ -152,13 +152,14 @@ export class PinnedState implements Disposable {
   }
 
   /**
-   * Puts this process's program back into the link, after a newer process
-   * swapped in its own and then stopped (a rollback, perhaps of an upgrade
-   * with a changed program).
+   * Puts this process's program into the link: when it takes steering over
+   * from an earlier process, and after a newer process swapped in its own
+   * and then stopped (a rollback, perhaps of an upgrade with a changed
+   * program).
    *
    * @returns false when this process kept no program, as for status
    */
-  restoreProgram(): boolean {
+  installProgram(): boolean {
     if (this.#object === undefined) return false;
     linkUpdate(this.linkFd, this.#object.program(PROGRAM_NAME).fd);
     return true;
@@ -330,7 +331,12 @@ function openSteerObject(): BpfObject {
   }
 }
 
-/** Loads this build's program with the pinned maps and swaps it in. */
+/**
+ * Loads this build's program with the pinned maps. It goes into the link
+ * only when this process takes steering over
+ * ({@linkcode PinnedState.installProgram}), so a start that fails before
+ * leaves the running process's program in place.
+ */
 function reuse(state: PinnedState): PinnedState {
   let object: BpfObject | undefined;
   try {
@@ -346,7 +352,6 @@ function reuse(state: PinnedState): PinnedState {
       objPin(object.map(name).fd, `${state.path}/${name}`);
       state.maps.adopt(name, objGet(`${state.path}/${name}`));
     }
-    linkUpdate(state.linkFd, object.program(PROGRAM_NAME).fd);
     state.keepProgram(object);
     logger.info("Reusing pinned BPF state in {path}", { path: state.path });
     return state;

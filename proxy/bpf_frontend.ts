@@ -342,9 +342,16 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     const added = [...requested].filter((port) => !before.ports.has(port));
     const removed = [...before.ports].filter((port) => !requested.has(port));
     try {
+      if (first) {
+        // This build's program and socket go in before the ports and
+        // prefixes. A process killed between the writes then leaves an empty
+        // sockmap, and the process it replaced takes steering back with its
+        // own ports, rather than keeping this one's ports and prefixes.
+        this.#state.installProgram();
+        this.#insertSocket();
+      }
       this.#writePrefixes(prefixes, before.prefixes);
       this.#state.maps.addPorts(added);
-      if (first) this.#insertSocket();
       this.#state.maps.removePorts(removed);
     } catch (error) {
       this.#restore(before.ports, before.prefixes);
@@ -681,7 +688,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     this.#replaced = false;
     this.#writeSteering(this.#ports, this.#prefixes);
     try {
-      this.#state.restoreProgram();
+      this.#state.installProgram();
     } catch (error) {
       logger.warn(
         "Cannot put this process's BPF program back into the link: {error}. The stopped process's program keeps steering",

@@ -192,6 +192,26 @@ Deno.test(
 );
 
 Deno.test(
+  "BpfFrontend keeps the program in place until it takes over",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using older = new TestServer(root.path, LOCALHOST_V4, () => "older");
+    await older.frontend.apply([{ first: 30285, last: 30285 }]);
+    using state = openPinnedState(statePath(root.path))!;
+    const olderProgram = state.linkInfo().programId;
+
+    // A newer process that opens and then fails to start.
+    const newer = new TestServer(root.path, LOCALHOST_V4, () => "newer");
+    assert.equal(state.linkInfo().programId, olderProgram);
+    await newer[Symbol.asyncDispose]();
+
+    assert.equal(state.linkInfo().programId, olderProgram);
+    assert.deepEqual(await request("127.0.0.1", 30285), "older");
+  },
+);
+
+Deno.test(
   "BpfFrontend hands a rollback to the newest replaced process",
   NEEDS_ROOT,
   async () => {
