@@ -8,9 +8,10 @@ const RETRY_FIRST_MS = 1_000;
 const RETRY_MAX_MS = 30_000;
 
 /**
- * Tries a reload again after it failed for lack of a local resource, such as
- * descriptors, with a doubling wait. Without it, the new config would wait
- * for the next edit or SIGHUP even once the resource is back.
+ * Tries a reload again after it failed for a reason that passes, such as a
+ * lack of descriptors or the BPF state locked by a stopped process, with a
+ * doubling wait. Without it, the new config would wait for the next edit or
+ * SIGHUP even once the cause is gone.
  */
 export class ReloadRetry {
   readonly #reload: () => void;

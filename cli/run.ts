@@ -14,6 +14,7 @@ import { warnOfPinnedSteering } from "./stale_steering.ts";
 import { logSuppressed } from "../proxy/rate_limit.ts";
 import { isResourceExhausted, withoutCall } from "../proxy/os_error.ts";
 import { ReloadRetry } from "./reload_retry.ts";
+import { StateLockBusy } from "../ebpf/state_lock_busy.ts";
 
 const log = getLogger(["anyport"]);
 
@@ -45,7 +46,9 @@ export async function runProxy(options: RunOptions): Promise<number> {
   let reloading = started.promise.then(() => {});
   const retry = new ReloadRetry(() => reload("file"));
   let settle: ReturnType<typeof setTimeout> | undefined;
+  let stopping = false;
   const reload = (trigger: ReloadTrigger | "settled") => {
+    if (stopping) return;
     retry.cancel();
     clearTimeout(settle);
     reloading = reloading.then(async () => {
@@ -102,6 +105,7 @@ export async function runProxy(options: RunOptions): Promise<number> {
   // of a burst, are logged at most one window late.
   const summaries = setInterval(() => logSuppressed(), 10_000);
   await stopRequested;
+  stopping = true;
   clearInterval(summaries);
   stopWatching();
   retry.cancel();
@@ -206,7 +210,7 @@ async function reloadConfig(
       error,
       "Reload rejected, the running config stays in force",
     );
-    return isResourceExhausted(error) ? "retry" : "done";
+    return isTransient(error) ? "retry" : "done";
   }
   if (config === undefined) return "done";
   try {
@@ -225,7 +229,7 @@ async function reloadConfig(
     log.error("Reload rejected, the running config stays in force: {error}", {
       error: (error as Error).message,
     });
-    return isResourceExhausted(error) ? "retry" : "done";
+    return isTransient(error) ? "retry" : "done";
   }
   return "done";
 }
@@ -349,4 +353,13 @@ function waitForStopSignal(onRepeat: () => void): Promise<void> {
     Deno.addSignalListener("SIGINT", onSignal);
     Deno.addSignalListener("SIGTERM", onSignal);
   });
+}
+
+/**
+ * Returns whether a reload failed for a reason that passes without a change
+ * of the file: the proxy ran out of a resource, or another anyport process
+ * kept the BPF state locked.
+ */
+function isTransient(error: unknown): boolean {
+  return isResourceExhausted(error) || error instanceof StateLockBusy;
 }

@@ -30,6 +30,7 @@ import {
   PROGRAM_NAME,
 } from "./layout.ts";
 import { STEER_OBJECT } from "./object.ts";
+import { StateLockBusy } from "./state_lock_busy.ts";
 import { checkBpfRequirements } from "./requirements.ts";
 import { readNetnsLinkInfo } from "./sk_lookup_links.ts";
 import { SteeringMaps } from "./steering_maps.ts";
@@ -97,7 +98,7 @@ export class PinnedState implements Disposable {
       const result = this.tryLocked(fn);
       if (result.ran) return result.value;
       if (Date.now() >= deadline) {
-        throw new Error(
+        throw new StateLockBusy(
           `Another process has held the lock on the BPF state in "${this.path}" for ${waitMs} ms: it may be stopped or hung. /proc/locks names it (an FLOCK on the directory's inode); stop or resume it`,
         );
       }

@@ -49,6 +49,8 @@ const DRAIN_MAX_MS = 2000;
  * while this one still runs.
  */
 const OWNERSHIP_CHECK_MS = 50;
+/** Time the lock may stay taken before the ownership check warns, in ms. */
+const LOCK_WARN_MS = 1_000;
 
 const logger = getLogger(["anyport", "bpf"]);
 const limiter = new LogRateLimiter();
@@ -117,6 +119,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   readonly #owners = new Set<bigint>();
   #detachedLogged = false;
   #ownershipTimer: ReturnType<typeof setInterval> | undefined;
+  /** Since when the ownership checks found the lock taken, if they do. */
+  #lockBusySince: number | undefined;
+  #lockWarned = false;
 
   private constructor(
     state: PinnedState,
@@ -545,10 +550,35 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     if (this.#closed) return;
     try {
       // While another process has the lock, the next check comes soon.
-      this.#state.tryLocked(() => this.#checkOwnershipLocked());
+      const { ran } = this.#state.tryLocked(() => this.#checkOwnershipLocked());
+      this.#noteLockWait(ran);
     } catch (error) {
       logger.warn("Cannot check BPF steering ownership: {error}", { error });
     }
+  }
+
+  /**
+   * Warns once when the ownership checks found the lock taken for
+   * {@linkcode LOCK_WARN_MS}: a process that stopped or hung while it held
+   * it keeps this one from taking steering back in a rollback.
+   */
+  #noteLockWait(ran: boolean): void {
+    const now = Date.now();
+    if (ran) {
+      if (this.#lockWarned) {
+        logger.info("The lock on the BPF state is free again");
+      }
+      this.#lockBusySince = undefined;
+      this.#lockWarned = false;
+      return;
+    }
+    this.#lockBusySince ??= now;
+    if (this.#lockWarned || now - this.#lockBusySince < LOCK_WARN_MS) return;
+    this.#lockWarned = true;
+    logger.warn(
+      "Another process has held the lock on the BPF state in {path} for {ms} ms, so this one cannot check or take steering: it may be stopped or hung. /proc/locks names it (an FLOCK on the directory's inode); stop or resume it",
+      { path: this.#state.path, ms: now - this.#lockBusySince },
+    );
   }
 
   #checkOwnershipLocked(): void {

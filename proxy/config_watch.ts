@@ -33,7 +33,10 @@ export function watchConfig(
     { watcher: Deno.FsWatcher; inode: number }
   >();
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let stopped = false;
   const changed = () => {
+    // A watcher may still hand over an event it read before it closed.
+    if (stopped) return;
     clearTimeout(timer);
     timer = setTimeout(() => onChange("file"), DEBOUNCE_MS);
   };
@@ -86,6 +89,7 @@ export function watchConfig(
   const onSignal = () => onChange("signal");
   Deno.addSignalListener("SIGHUP", onSignal);
   return () => {
+    stopped = true;
     clearTimeout(timer);
     clearInterval(recheck);
     Deno.removeSignalListener("SIGHUP", onSignal);

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
 import { requireTestNamespace } from "../ebpf/_test_helpers.ts";
+import { DEFAULT_PIN_ROOT, statePath } from "../ebpf/pinned_state.ts";
+import {
+  closeFd,
+  openReadOnly,
+  tryLockExclusive,
+  unlock,
+} from "../ffi/libc.ts";
 import {
   accepts,
   closeQuietly,
@@ -76,6 +83,41 @@ async function detachAll(): Promise<void> {
   }).output();
   assert.equal(code, 0, "bpf detach failed");
 }
+
+Deno.test({
+  ...BPF,
+  name: "anyport in BPF mode waits out a lock that another process keeps",
+  async fn() {
+    await using targets = await nameTargets();
+    {
+      await using proxy = startBpfProxy(targets.path);
+      await proxy.waitForLog(/Started in bpf mode/);
+      // A process stopped while it held the lock on the BPF state.
+      const lock = openReadOnly(statePath(DEFAULT_PIN_ROOT));
+      assert.ok(tryLockExclusive(lock));
+      try {
+        await proxy.waitForLog(
+          /Another process has held the lock on the BPF state .* so this one cannot check or take steering/,
+        );
+        const config = structuredClone(targets.config);
+        config.Apps[1]!.Ports.push(32001);
+        await Deno.writeTextFile(targets.path, JSON.stringify(config));
+        await proxy.waitForLog(
+          /Reload rejected.*held the lock on the BPF state .* for 3000 ms/,
+        );
+        await proxy.waitForLog(/Reload will be tried again/);
+        assert.equal(await accepts(32001), false);
+      } finally {
+        unlock(lock);
+        closeFd(lock);
+      }
+      await proxy.waitForLog(/The lock on the BPF state is free again/);
+      await waitFor(() => accepts(32001), 5_000, "added port to accept");
+      assert.equal(await roundTrip(32001, ""), "b");
+    }
+    await detachAll();
+  },
+});
 
 Deno.test({
   ...BPF,
