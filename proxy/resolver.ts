@@ -65,7 +65,10 @@ export class Resolver {
       pending: undefined,
     };
     this.#entries.set(hostname, entry);
-    entry.pending = lookup(hostname, { all: true }).then(
+    // Without "verbatim", Deno's lookup returned the addresses of a name in
+    // another order than getaddrinfo(3) (127.0.0.7, .9, .8 as .8, .9, .7), so
+    // a backup address listed second in /etc/hosts was tried first.
+    entry.pending = lookup(hostname, { all: true, order: "verbatim" }).then(
       (found) => {
         const addresses = found.map((a) => a.address);
         entry.result = addresses;

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { Resolver } from "./resolver.ts";
+import { inTestNamespace } from "../tests/helpers.ts";
 
 Deno.test("Resolver returns literal addresses as they are", async () => {
   const resolver = new Resolver();
@@ -48,3 +49,36 @@ Deno.test("Resolver names the host for every caller of a failed lookup", async (
     );
   }
 });
+
+Deno.test({
+  name: "Resolver keeps the resolver's order of addresses",
+  // Mounts its own /etc/hosts, so only in a namespace of the test run's own.
+  ignore: !inTestNamespace(),
+  async fn() {
+    const hosts = await Deno.makeTempFile();
+    await Deno.writeTextFile(
+      hosts,
+      "127.0.0.1 localhost\n127.0.0.7 order.test\n" +
+        "127.0.0.9 order.test\n127.0.0.8 order.test\n",
+    );
+    await mount(["--bind", hosts, "/etc/hosts"]);
+    try {
+      assert.deepEqual(await new Resolver().resolve("order.test"), [
+        "127.0.0.7",
+        "127.0.0.9",
+        "127.0.0.8",
+      ]);
+    } finally {
+      await mount(["/etc/hosts"], "umount");
+      await Deno.remove(hosts);
+    }
+  },
+});
+
+async function mount(args: string[], command = "mount"): Promise<void> {
+  const { code, stderr } = await new Deno.Command(command, {
+    args,
+    stderr: "piped",
+  }).output();
+  assert.equal(code, 0, new TextDecoder().decode(stderr));
+}
