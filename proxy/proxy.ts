@@ -63,6 +63,8 @@ export class Proxy {
   #frontend: Frontend | undefined;
   readonly #sessions = new Set<Session>();
   #limit: ConnectionLimit | undefined;
+  /** Set when {@linkcode stop} begins, before the frontend closes. */
+  #closing = false;
   readonly #resolver = new Resolver();
   readonly #loop: EventLoop;
   #stopping = false;
@@ -205,6 +207,7 @@ export class Proxy {
    * @returns the number of connections closed at the end of the drain
    */
   async stop(force?: AbortSignal): Promise<number> {
+    this.#closing = true;
     clearInterval(this.#idleTimer);
     // In BPF mode, closing first accepts the connections already steered to
     // this process, and those are served, not closed.
@@ -345,7 +348,8 @@ export class Proxy {
   #end(session: Session): void {
     session.finish();
     if (this.#sessions.delete(session)) session.app.open.value--;
-    this.#limit?.update(this.#sessions.size);
+    // A stopping proxy accepts nothing more, whatever the count.
+    if (!this.#closing) this.#limit?.update(this.#sessions.size);
   }
 
   /** Warns when the connection limit does not fit the open-file limit. */

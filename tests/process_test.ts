@@ -120,6 +120,34 @@ Deno.test("anyport stops accepting at the default connection limit", async () =>
   );
 });
 
+Deno.test("anyport logs no resumed accepts while it stops", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    MaxConnections: 1,
+    DrainTimeoutMs: 300,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  const proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+  const open = await connect(port!);
+  // Waits in the listen backlog behind the limit.
+  const waiting = await connect(port!);
+  try {
+    await proxy.waitForLog(/Connection limit reached/);
+
+    assert.equal(await proxy.stop("SIGTERM"), 0);
+
+    const stopping = proxy.stderr.slice(proxy.stderr.indexOf("Stopping:"));
+    assert.match(stopping, /Stopped; connections closed at the end/);
+    assert.doesNotMatch(stopping, /Accepting again/);
+  } finally {
+    closeQuietly(open);
+    closeQuietly(waiting);
+  }
+});
+
 Deno.test("anyport survives running out of descriptors", async () => {
   await using target = echoServer();
   const [port] = freePorts(1);
