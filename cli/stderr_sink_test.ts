@@ -76,17 +76,21 @@ Deno.test("stderrSink drops and counts excess lines", async () => {
   const line = "x".repeat(1000);
   const fits = Math.floor(MAX_QUEUED_CHARS / formatter(record(line)).length);
   for (let i = 0; i < fits + 7; i++) sink(record(line));
+  // The queued lines go out in pieces of whole lines, one write at a time.
+  let written = "";
+  for (let i = 0; i < 2_000 && !written.endsWith("enough\n"); i++) {
+    writer.release();
+    await turns();
+    written = writer.writes.slice(1).join("");
+  }
   writer.release();
-  await turns();
-  assert.equal(writer.writes.length, 2);
-  const second = writer.writes[1]!;
-  assert.equal(second.split(line).length - 1, fits);
-  assert.match(second, /warning Dropped 7 log lines: standard error/);
-  assert.ok(second.endsWith("take them fast enough\n"), "notice comes last");
+  assert.equal(written.split(line).length - 1, fits);
+  assert.match(written, /warning Dropped 7 log lines: standard error/);
+  assert.ok(written.endsWith("take them fast enough\n"), "notice comes last");
+  const count = writer.writes.length;
   sink(record("after"));
-  writer.release();
   await turns();
-  assert.equal(writer.writes[2], "info after\n");
+  assert.equal(writer.writes[count], "info after\n");
   writer.release();
 });
 
@@ -115,4 +119,32 @@ Deno.test("stderrSink flushes its queue on dispose", async () => {
   sink(record("two"));
   await sink[Symbol.asyncDispose]();
   assert.deepEqual(written, ["info one\n", "info two\n"]);
+});
+
+Deno.test("stderrSink writes whole lines of at most 4 KiB", async () => {
+  const writes: string[] = [];
+  const write = (bytes: Uint8Array) => {
+    writes.push(new TextDecoder().decode(bytes));
+    return Promise.resolve(bytes.length);
+  };
+  const long = "x".repeat(5000);
+  const lines = [
+    ...Array.from({ length: 100 }, (_, i) => `line ${i} ${"y".repeat(90)}`),
+    long,
+    "last",
+  ];
+  {
+    await using sink = stderrSink(formatter, write);
+    for (const line of lines) sink(record(line));
+  }
+
+  assert.equal(writes.join(""), lines.map((l) => `info ${l}\n`).join(""));
+  for (const piece of writes) {
+    assert.ok(piece.endsWith("\n"), "a write ends inside a line");
+    assert.ok(
+      piece.length <= 4096 || !piece.slice(0, -1).includes("\n"),
+      `a write of ${piece.length} bytes holds several lines`,
+    );
+  }
+  assert.ok(writes.length >= 4, `${writes.length} writes`);
 });
