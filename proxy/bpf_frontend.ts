@@ -194,10 +194,13 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   async apply(
     ports: readonly PortRange[],
     prefixes: readonly Prefix[] = this.#prefixes,
+    commit?: () => void,
   ): Promise<void> {
     this.#checkOpen("apply ports");
     const requested = expandRanges(ports);
-    await this.#state.locked(() => this.#update(requested, prefixes));
+    // The routes switch only once the lock is taken: while a stopped process
+    // holds it, the maps still steer the old ports here.
+    await this.#state.locked(() => this.#update(requested, prefixes, commit));
   }
 
   readonly socketCount = 1;
@@ -233,9 +236,14 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     clearInterval(this.#ownershipTimer);
     let left;
     try {
-      left = await this.#state.locked(() => this.#leave());
+      // A process that never took steering over has nothing to undo.
+      left = this.#socketInserted
+        ? await this.#state.locked(() => this.#leave())
+        : this.#leave();
     } catch (error) {
-      logger.warn("Leaving BPF steering without the lock: {error}", { error });
+      logger.warn("Leaving BPF steering without the lock: {error}", {
+        error: (error as Error).message,
+      });
       left = this.#leave();
     }
     const { cookie, drain } = left;
@@ -317,8 +325,13 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   }
 
   /** Writes the maps. Runs under the state's lock. */
-  #update(requested: Set<number>, prefixes: readonly Prefix[]): void {
+  #update(
+    requested: Set<number>,
+    prefixes: readonly Prefix[],
+    commit: (() => void) | undefined,
+  ): void {
     this.#checkOpen("apply ports");
+    commit?.();
     if (this.#socketInserted && this.#isReplaced()) {
       // The maps belong to the newer process now; writing this process's
       // ports would steer them to a proxy without those apps.

@@ -41,12 +41,18 @@ export interface Frontend {
    * that steer by destination address (BPF mode) steer `prefixes`, and the
    * others ignore them.
    *
+   * @param commit switches the proxy's routes to the new config. The
+   * frontend calls it once, right before the new ports can take
+   * connections, and with no await in between, so a connection is routed by
+   * the config that steered it. It is not called when the frontend fails
+   * before that.
    * @throws {Error} when a port cannot be opened or steered. What the
    * failed call changed is undone, and the previous set keeps working.
    */
   apply(
     ports: readonly PortRange[],
     prefixes: readonly Prefix[],
+    commit?: () => void,
   ): Promise<void>;
 
   /**

@@ -46,7 +46,11 @@ export class PortListeners implements Frontend {
     return [...this.#listeners.keys()].sort((a, b) => a - b);
   }
 
-  async apply(ranges: readonly PortRange[]): Promise<void> {
+  async apply(
+    ranges: readonly PortRange[],
+    _prefixes?: unknown,
+    commit?: () => void,
+  ): Promise<void> {
     const requested = expandRanges(ranges);
     const limit = descriptorLimit();
     if (requested.size >= limit) {
@@ -58,6 +62,9 @@ export class PortListeners implements Frontend {
         }: each needs a descriptor, and the open-file limit is ${limit}. Raise the limit (ulimit -n, systemd LimitNOFILE) well above the port count, or use "Mode": "bpf", which serves every port with one socket`,
       );
     }
+    // Listeners accept through the event loop, which runs only after this
+    // returns, so routes may switch before the first new listener opens.
+    commit?.();
     const opened: number[] = [];
     try {
       for (const port of requested) {

@@ -169,14 +169,22 @@ export class Proxy {
       apps: this.#apps,
       router: this.#router,
     };
-    this.#config = config;
-    this.#apps = buildApps(config, previous.apps);
-    this.#router = new Router(this.#apps.values());
+    const apps = buildApps(config, previous.apps);
+    const router = new Router(apps.values());
+    let installed = false;
+    const install = () => {
+      installed = true;
+      this.#config = config;
+      this.#apps = apps;
+      this.#router = router;
+    };
     try {
       await this.#frontend?.apply(
-        this.#router.ranges(),
+        router.ranges(),
         config.settings.steerPrefixes,
+        install,
       );
+      if (!installed) install();
     } catch (error) {
       this.#config = previous.config;
       this.#apps = previous.apps;

@@ -99,9 +99,13 @@ Deno.test({
         await proxy.waitForLog(
           /Another process has held the lock on the BPF state .* so this one cannot check or take steering/,
         );
+        // Port 32000 moves out of the config and 32001 comes in.
         const config = structuredClone(targets.config);
-        config.Apps[1]!.Ports.push(32001);
+        config.Apps[1]!.Ports = [config.Apps[1]!.Ports[0]!, 32001];
         await Deno.writeTextFile(targets.path, JSON.stringify(config));
+        await delay(1_000);
+        // The maps still steer 32000 here, so the old routes serve it.
+        assert.equal(await roundTrip(32000, ""), "b");
         await proxy.waitForLog(
           /Reload rejected.*held the lock on the BPF state .* for 3000 ms/,
         );
@@ -114,6 +118,7 @@ Deno.test({
       await proxy.waitForLog(/The lock on the BPF state is free again/);
       await waitFor(() => accepts(32001), 5_000, "added port to accept");
       assert.equal(await roundTrip(32001, ""), "b");
+      assert.equal(await accepts(32000), false, "removed port accepted");
     }
     await detachAll();
   },
