@@ -11,7 +11,7 @@ export const MAX_QUEUED_CHARS = 1024 * 1024;
 const EXIT_FLUSH_MS = 2000;
 
 /**
- * Largest write that is made of whole lines, in bytes: `PIPE_BUF` on Linux.
+ * Maximum size of a write made of whole lines, in bytes: `PIPE_BUF` on Linux.
  * A pipe takes a write up to this size whole or not at all, so a process
  * that exits while its reader is stalled leaves no line cut in half.
  */
