@@ -4,9 +4,11 @@ import { basename, dirname, resolve } from "node:path";
 const DEBOUNCE_MS = 200;
 
 /**
- * Interval of the check that each watched directory is still the one at its
- * path, in ms. A watch follows the directory itself, so one that was moved
- * away and replaced, as some deploy tools do, would report nothing more.
+ * Interval of the check of the config file's inode, size and modification
+ * time, in ms. It finds the changes that the directory watches miss: Deno's
+ * watcher reports nothing for a directory made again at the path of one
+ * that was moved away (seen with Deno 2.9.6), even when that path is
+ * watched anew.
  */
 const RECHECK_MS = 2_000;
 
@@ -19,42 +21,43 @@ export type ReloadTrigger = "file" | "signal";
  * the path, of its resolved target and of every target that a swapped
  * symlink points to later are watched. So a file replaced by a rename, a
  * swapped symlink (as Kubernetes does for a mounted ConfigMap) and edits of
- * the new target are seen too. A directory replaced by another one at its
- * path is watched again, and counts as a change. The caller compares
- * the content to skip events that changed nothing.
- * Returns a function that stops watching.
+ * the new target are seen at once. Every 2 s the file's inode, size and
+ * modification time are compared too, so a change that no watch reports,
+ * such as one in a directory that replaced the watched one, is seen within
+ * that time. The caller compares the content to skip events that changed
+ * nothing. Returns a function that stops watching.
  */
 export function watchConfig(
   path: string,
   onChange: (trigger: ReloadTrigger) => void,
 ): () => void {
-  const watchers = new Map<
-    string,
-    { watcher: Deno.FsWatcher; inode: number }
-  >();
+  const watchers = new Map<string, Deno.FsWatcher>();
   let timer: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
+  // The file as the last reload request found it.
+  let stamp = fileStamp(path);
   const changed = () => {
     // A watcher may still hand over an event it read before it closed.
     if (stopped) return;
     clearTimeout(timer);
-    timer = setTimeout(() => onChange("file"), DEBOUNCE_MS);
+    timer = setTimeout(() => {
+      stamp = fileStamp(path);
+      onChange("file");
+    }, DEBOUNCE_MS);
   };
   // A symlink swapped to a target in another directory brings a watcher for
   // that directory, so that edits of the new target are seen too.
   const relevant = relevantPaths(path, (target) => watch(dirname(target)));
   const watch = (directory: string) => {
     if (watchers.has(directory)) return;
-    const inode = inodeOf(directory);
     let watcher: Deno.FsWatcher;
     try {
-      if (inode === undefined) return;
       watcher = Deno.watchFs(directory, { recursive: false });
     } catch {
       // A directory that is gone cannot hold the config's target either.
       return;
     }
-    watchers.set(directory, { watcher, inode });
+    watchers.set(directory, watcher);
     (async () => {
       for await (const event of watcher) {
         // Other files in the same directory, such as a log file, would put
@@ -65,25 +68,11 @@ export function watchConfig(
       // The watcher was closed.
     });
   };
-  const directories = () => {
-    const target = realPath(path);
-    return target === undefined
-      ? [dirname(path)]
-      : [dirname(path), dirname(target)];
-  };
-  for (const directory of directories()) watch(directory);
+  watch(dirname(path));
+  const target = realPath(path);
+  if (target !== undefined) watch(dirname(target));
   const recheck = setInterval(() => {
-    for (const directory of directories()) {
-      const watched = watchers.get(directory);
-      const inode = inodeOf(directory);
-      if (inode === undefined || inode === watched?.inode) continue;
-      if (watched !== undefined) {
-        closeQuietly(watched.watcher);
-        watchers.delete(directory);
-      }
-      watch(directory);
-      changed();
-    }
+    if (fileStamp(path) !== stamp) changed();
   }, RECHECK_MS);
   Deno.unrefTimer(recheck);
   const onSignal = () => onChange("signal");
@@ -93,24 +82,26 @@ export function watchConfig(
     clearTimeout(timer);
     clearInterval(recheck);
     Deno.removeSignalListener("SIGHUP", onSignal);
-    for (const { watcher } of watchers.values()) closeQuietly(watcher);
+    for (const watcher of watchers.values()) {
+      try {
+        watcher.close();
+      } catch {
+        // Already closed.
+      }
+    }
   };
 }
 
-function closeQuietly(watcher: Deno.FsWatcher): void {
+/**
+ * Returns the inode, size and modification time of the file that `path`
+ * leads to, joined, or "missing".
+ */
+function fileStamp(path: string): string {
   try {
-    watcher.close();
+    const info = Deno.statSync(path);
+    return `${info.ino} ${info.size} ${info.mtime?.getTime()}`;
   } catch {
-    // Already closed.
-  }
-}
-
-/** Returns the inode of directory `path`, or `undefined` while it is missing. */
-function inodeOf(path: string): number | undefined {
-  try {
-    return Deno.statSync(path).ino ?? undefined;
-  } catch {
-    return undefined;
+    return "missing";
   }
 }
 

@@ -343,7 +343,7 @@ Deno.test("anyport reloads when a symlinked config is swapped, then edited", asy
 
 Deno.test("anyport watches a config directory that was moved away and made again", async () => {
   await using echo = echoServer();
-  const [kept, added] = freePorts(2);
+  const [kept, added, later] = freePorts(3);
   const parent = await Deno.makeTempDir({ prefix: "anyport-test-" });
   const config = (ports: number[]) =>
     JSON.stringify({
@@ -363,6 +363,13 @@ Deno.test("anyport watches a config directory that was moved away and made again
     config([kept!, added!]),
   );
   await waitFor(() => accepts(added!), 5_000, "added port to accept");
+
+  // Later edits in the new directory are seen too.
+  await Deno.writeTextFile(
+    `${parent}/conf/config.json`,
+    config([kept!, added!, later!]),
+  );
+  await waitFor(() => accepts(later!), 5_000, "later port to accept");
 });
 
 Deno.test("anyport reloads a changed config file and keeps sessions", async () => {
