@@ -11,13 +11,6 @@ export const MAX_QUEUED_CHARS = 1024 * 1024;
 const EXIT_FLUSH_MS = 2000;
 
 /**
- * Maximum size of a write made of whole lines, in bytes: `PIPE_BUF` on Linux.
- * A pipe takes a write up to this size whole or not at all, so a process
- * that exits while its reader is stalled leaves no line cut in half.
- */
-const WRITE_BYTES = 4096;
-
-/**
  * Builds a sink that writes log lines to standard error without ever
  * blocking the proxy.
  *
@@ -57,10 +50,8 @@ export function stderrSink(
       }
       const bytes = encoder.encode(text);
       try {
-        for (const piece of pieces(bytes)) {
-          for (let offset = 0; offset < piece.length;) {
-            offset += await write(piece.subarray(offset));
-          }
+        for (let offset = 0; offset < bytes.length;) {
+          offset += await write(bytes.subarray(offset));
         }
       } catch {
         // Standard error is closed: there is nowhere left to report it.
@@ -101,25 +92,6 @@ export function stderrSink(
   };
 
   return Object.assign(sink, { [Symbol.asyncDispose]: flush });
-}
-
-const NEWLINE = 0x0a;
-
-/**
- * Splits text into pieces of whole lines of at most {@linkcode WRITE_BYTES}
- * each. A longer line is a piece of its own.
- */
-function* pieces(bytes: Uint8Array): Generator<Uint8Array> {
-  let start = 0;
-  while (bytes.length - start > WRITE_BYTES) {
-    const end = bytes.lastIndexOf(NEWLINE, start + WRITE_BYTES - 1);
-    const cut = end >= start
-      ? end + 1
-      : bytes.indexOf(NEWLINE, start + WRITE_BYTES) + 1 || bytes.length;
-    yield bytes.subarray(start, cut);
-    start = cut;
-  }
-  if (start < bytes.length) yield bytes.subarray(start);
 }
 
 function droppedRecord(count: number): LogRecord {

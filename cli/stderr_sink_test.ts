@@ -120,31 +120,3 @@ Deno.test("stderrSink flushes its queue on dispose", async () => {
   await sink[Symbol.asyncDispose]();
   assert.deepEqual(written, ["info one\n", "info two\n"]);
 });
-
-Deno.test("stderrSink writes whole lines of at most 4 KiB", async () => {
-  const writes: string[] = [];
-  const write = (bytes: Uint8Array) => {
-    writes.push(new TextDecoder().decode(bytes));
-    return Promise.resolve(bytes.length);
-  };
-  const long = "x".repeat(5000);
-  const lines = [
-    ...Array.from({ length: 100 }, (_, i) => `line ${i} ${"y".repeat(90)}`),
-    long,
-    "last",
-  ];
-  {
-    await using sink = stderrSink(formatter, write);
-    for (const line of lines) sink(record(line));
-  }
-
-  assert.equal(writes.join(""), lines.map((l) => `info ${l}\n`).join(""));
-  for (const piece of writes) {
-    assert.ok(piece.endsWith("\n"), "a write ends inside a line");
-    assert.ok(
-      piece.length <= 4096 || !piece.slice(0, -1).includes("\n"),
-      `a write of ${piece.length} bytes holds several lines`,
-    );
-  }
-  assert.ok(writes.length >= 4, `${writes.length} writes`);
-});
