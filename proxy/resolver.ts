@@ -70,7 +70,9 @@ export class Resolver {
     // a backup address listed second in /etc/hosts was tried first.
     entry.pending = lookup(hostname, { all: true, order: "verbatim" }).then(
       (found) => {
-        const addresses = found.map((a) => a.address);
+        // /etc/hosts may list an address twice, and each try of it would
+        // take its own share of the connect timeout.
+        const addresses = [...new Set(found.map((a) => a.address))];
         entry.result = addresses;
         entry.expires = Date.now() + this.ttlMs;
         entry.pending = undefined;

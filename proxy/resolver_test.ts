@@ -51,7 +51,7 @@ Deno.test("Resolver names the host for every caller of a failed lookup", async (
 });
 
 Deno.test({
-  name: "Resolver keeps the resolver's order of addresses",
+  name: "Resolver keeps the resolver's order of addresses, once each",
   // Mounts its own /etc/hosts, so only in a namespace of the test run's own.
   ignore: !inTestNamespace(),
   async fn() {
@@ -59,7 +59,7 @@ Deno.test({
     await Deno.writeTextFile(
       hosts,
       "127.0.0.1 localhost\n127.0.0.7 order.test\n" +
-        "127.0.0.9 order.test\n127.0.0.8 order.test\n",
+        "127.0.0.9 order.test\n127.0.0.7 order.test\n127.0.0.8 order.test\n",
     );
     await mount(["--bind", hosts, "/etc/hosts"]);
     try {
