@@ -66,6 +66,8 @@ export class DialControl {
   onConnect: ((fd: number, port: number) => void) | undefined;
   /** The target being dialled, as written in the config; for logs. */
   target: string | undefined;
+  /** The address that the connect succeeded on, for targets given by name. */
+  address: string | undefined;
   /**
    * Set when the connection in progress came back to this proxy, which
    * reset it already: the connect counts as failed even if it completes.
@@ -150,6 +152,9 @@ export function dialTarget(
       if (result instanceof Watched && failed !== undefined) {
         preference.remember(target.label, hostname);
         logSkippedAddresses(target, hostname, failed);
+      }
+      if (result instanceof Watched && control !== undefined) {
+        control.address = target.literal ? undefined : hostname;
       }
       if (result instanceof Watched || result instanceof DialCancelled) {
         return done(result);

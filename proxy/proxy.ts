@@ -406,7 +406,12 @@ export class Proxy {
     const pipe = new Pipe(this.#loop, session.client, conn, (result) => {
       target.active--;
       this.#end(session);
-      this.#logAccess(session, target.address.label, result.end, result);
+      // For a target given by name, the address it connected through.
+      const address = session.dial.address;
+      const via = address === undefined
+        ? target.address.label
+        : `${target.address.label} (${address})`;
+      this.#logAccess(session, via, result.end, result);
     });
     session.pipe = pipe;
     pipe.start();

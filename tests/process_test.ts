@@ -120,6 +120,25 @@ Deno.test("anyport stops accepting at the default connection limit", async () =>
   );
 });
 
+Deno.test("anyport names the address of a host-name target in access lines", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [`localhost:${target.port}`] }],
+  });
+  await using proxy = new ProxyProcess(path);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+
+  assert.equal(await roundTrip(port!, "named"), "named");
+
+  await proxy.waitForLog(
+    new RegExp(
+      `-> a:${port} via localhost:${target.port} \\(127\\.0\\.0\\.1\\): closed`,
+    ),
+  );
+});
+
 Deno.test("anyport logs no resumed accepts while it stops", async () => {
   await using target = echoServer();
   const [port] = freePorts(1);
