@@ -513,14 +513,14 @@ export class Proxy {
     if (suppressed < 0) return;
     log.error(
       withSuppressed(
-        "Target {target} of app {app} leads back to this proxy along {path}: the looping connection was reset and the target put into back-off; point the target at the server instead",
+        "Target {target} of app {app} leads back to this proxy along {loop}: the looping connection was reset and the target put into back-off; point the target at the server instead",
         suppressed,
       ),
       {
         target: looped.target,
         app: looped.app,
         port,
-        path: [...looped.chain, `port ${port}`].join(" -> "),
+        loop: [...looped.chain, `port ${port}`].join(" -> "),
         suppressed,
       },
     );
