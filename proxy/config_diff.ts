@@ -85,6 +85,7 @@ const SETTING_NAMES: Record<keyof Settings, string> = {
   maxBackoffMs: "MaxBackoffMs",
   drainTimeoutMs: "DrainTimeoutMs",
   idleTimeoutMs: "IdleTimeoutMs",
+  halfCloseTimeoutMs: "HalfCloseTimeoutMs",
   mode: "Mode",
   steerPrefixes: "SteerPrefixes",
   sourcePorts: "SourcePorts",

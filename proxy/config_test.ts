@@ -875,6 +875,7 @@ Deno.test("parseConfig() accepts durations at their minimum", async (t) => {
     ["BackoffMs", 1, "backoffMs"],
     ["DrainTimeoutMs", 0, "drainTimeoutMs"],
     ["IdleTimeoutMs", 0, "idleTimeoutMs"],
+    ["HalfCloseTimeoutMs", 0, "halfCloseTimeoutMs"],
   ];
   for (const [key, value, field] of rows) {
     await t.step(key, () => {

@@ -194,6 +194,11 @@ export class Pipe {
     this.#onReady(this.#target);
   }
 
+  /** Whether one direction has ended with a FIN and the other goes on. */
+  get halfClosed(): boolean {
+    return this.#ended === 1;
+  }
+
   /**
    * Checks for the idle timeout a pipe that made no read or send for at
    * least one check interval. Bytes can move while the proxy neither reads
@@ -317,6 +322,8 @@ export class Pipe {
       }
       if (n === 0) {
         d.eof = true;
+        // The half-close timeout counts from the FIN.
+        this.lastActive = this.#loop.now;
         break;
       }
       if (d.from === "client") this.sent += n;

@@ -545,21 +545,27 @@ export class Proxy {
     );
   }
 
-  /** Checks for idle connections every quarter of the idle timeout, at most each second. */
+  /**
+   * Checks for idle connections every quarter of the shorter of the idle
+   * timeouts, at most each second. A connection whose one side sent its FIN
+   * has the half-close timeout.
+   */
   #startIdleTimer() {
     clearInterval(this.#idleTimer);
-    const idleMs = this.#config.settings.idleTimeoutMs;
-    if (idleMs === 0) return;
-    const interval = Math.max(10, Math.min(1_000, idleMs / 4));
+    const { idleTimeoutMs, halfCloseTimeoutMs } = this.#config.settings;
+    const idleMs = idleTimeoutMs;
+    const halfMs = halfCloseTimeoutMs ?? idleTimeoutMs;
+    const shortest = Math.min(...[idleMs, halfMs].filter((ms) => ms > 0));
+    if (!Number.isFinite(shortest)) return;
+    const interval = Math.max(10, Math.min(1_000, shortest / 4));
     this.#idleTimer = setInterval(() => {
       const now = Date.now();
       const quiet = now - interval;
-      const cutoff = now - idleMs;
       for (const session of this.#sessions) {
         const pipe = session.pipe;
-        if (pipe !== undefined && pipe.lastActive < quiet) {
-          pipe.checkIdle(now, cutoff);
-        }
+        if (pipe === undefined || pipe.lastActive >= quiet) continue;
+        const ms = pipe.halfClosed ? halfMs : idleMs;
+        if (ms > 0) pipe.checkIdle(now, now - ms);
       }
     }, interval);
     Deno.unrefTimer(this.#idleTimer as unknown as number);

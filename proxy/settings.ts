@@ -30,6 +30,11 @@ export interface Settings {
   drainTimeoutMs: number;
   /** Connection closed after this long without a byte either way, in ms; 0 never. */
   idleTimeoutMs: number;
+  /**
+   * The idle timeout of a connection whose one side has sent its FIN, in
+   * ms; 0 never. `undefined` applies `idleTimeoutMs`.
+   */
+  halfCloseTimeoutMs: number | undefined;
   mode: FrontendMode;
   /** Destination addresses that BPF mode steers; other addresses are left alone. */
   steerPrefixes: Prefix[];
@@ -54,6 +59,7 @@ export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
   maxBackoffMs: 30_000,
   drainTimeoutMs: 30_000,
   idleTimeoutMs: 3_600_000,
+  halfCloseTimeoutMs: undefined,
   mode: "listeners",
   steerPrefixes: [parsePrefix("127.0.0.0/8"), parsePrefix("::1/128")],
   sourcePorts: "rotate",
@@ -73,6 +79,7 @@ const DURATIONS = {
   MaxBackoffMs: { field: "maxBackoffMs", min: 1 },
   DrainTimeoutMs: { field: "drainTimeoutMs", min: 0 },
   IdleTimeoutMs: { field: "idleTimeoutMs", min: 0 },
+  HalfCloseTimeoutMs: { field: "halfCloseTimeoutMs", min: 0 },
 } as const;
 
 /** Every value of `Balance`, in the order the error message lists them. */

@@ -727,6 +727,53 @@ Deno.test("proxy closes a connection idle past the timeout", async () => {
   assert.ok(elapsed < 1_500, `closed after ${elapsed} ms, too late`);
 });
 
+Deno.test("proxy closes a half-closed connection at the half-close timeout", async () => {
+  // A target that takes the connection and then never reads nor answers.
+  await using target = new TestServer(async (conn) => {
+    await delay(5_000);
+    closeQuietly(conn);
+  });
+  const [port] = freePorts(1);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    HalfCloseTimeoutMs: 300,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  const conn = await connect(port!);
+  await writeAll(conn, new TextEncoder().encode("request"));
+  const started = Date.now();
+  await conn.closeWrite();
+
+  const received = await drain(conn);
+  closeQuietly(conn);
+  const elapsed = Date.now() - started;
+
+  assert.equal(received, 0);
+  assert.ok(elapsed >= 300, `closed after ${elapsed} ms, before the timeout`);
+  assert.ok(elapsed < 2_000, `closed after ${elapsed} ms, too late`);
+});
+
+Deno.test("proxy keeps a half-closed connection without a half-close timeout", async () => {
+  await using target = new TestServer(async (conn) => {
+    await delay(1_000);
+    await writeAll(conn, new TextEncoder().encode("late"));
+    await conn.closeWrite();
+  });
+  const [port] = freePorts(1);
+  await using _proxy = await TestProxy.start({
+    ...FAST_SETTINGS,
+    IdleTimeoutMs: 3_000,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  const conn = await connect(port!);
+  await conn.closeWrite();
+
+  const reply = new TextDecoder().decode(await readAll(conn));
+  closeQuietly(conn);
+
+  assert.equal(reply, "late");
+});
+
 function fnv1a(data: Uint8Array, hash: number): number {
   for (let i = 0; i < data.length; i++) {
     hash = Math.imul(hash ^ data[i]!, 0x01000193);
