@@ -137,7 +137,9 @@ async function main(args: string[]): Promise<number> {
     return usageError("The config path is empty: give the config file's path");
   }
   const modeOption = mode === undefined ? {} : { mode: mode as FrontendMode };
-  if (command === "check") return await checkConfig(configPath, mode);
+  if (command === "check") {
+    return await checkConfig(configPath, modeOption.mode);
+  }
   return await runProxy({ configPath, ...modeOption });
 }
 

@@ -47,6 +47,19 @@ const LINK_PIN = "link";
 
 const logger = getLogger(["anyport", "bpf"]);
 
+/**
+ * Describes another process that has kept the lock on the state in `path`
+ * for `ms`, with `consequence` (such as ", so ...") after the time, and how
+ * to find that process.
+ */
+export function lockHeldMessage(
+  path: string,
+  ms: number,
+  consequence: string,
+): string {
+  return `Another process has held the lock on the BPF state in "${path}" for ${ms} ms${consequence}: it may be stopped or hung. /proc/locks names it (an FLOCK on the directory's inode), so stop or resume it`;
+}
+
 /** Kernel facts about the pinned link. */
 export interface LinkInfo {
   /** BPF link id, as `bpftool link list` shows it. */
@@ -68,7 +81,7 @@ export class PinnedState implements Disposable {
   #object: BpfObject | undefined;
   /** The state directory, opened for the lock, or -1 once found missing. */
   #lockFd: number | undefined;
-  /** Whether this process holds the lock. */
+  /** Whether this process has the lock. */
   #holding = false;
 
   constructor(path: string, maps: SteeringMaps, linkFd: number) {
@@ -98,9 +111,7 @@ export class PinnedState implements Disposable {
       const result = this.tryLocked(fn);
       if (result.ran) return result.value;
       if (Date.now() >= deadline) {
-        throw new StateLockBusy(
-          `Another process has held the lock on the BPF state in "${this.path}" for ${waitMs} ms: it may be stopped or hung. /proc/locks names it (an FLOCK on the directory's inode); stop or resume it`,
-        );
+        throw new StateLockBusy(lockHeldMessage(this.path, waitMs, ""));
       }
       await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS));
     }
@@ -108,7 +119,7 @@ export class PinnedState implements Disposable {
 
   /**
    * Runs `fn` under the lock of {@linkcode locked} if no other process
-   * holds it, and otherwise not at all.
+   * has it, and otherwise not at all.
    */
   tryLocked<T>(fn: () => T): { ran: true; value: T } | { ran: false } {
     if (this.#holding) return { ran: true, value: fn() };

@@ -22,6 +22,7 @@ import { type LocalListener, readLocalListeners } from "./local_listeners.ts";
 import {
   attachSteering,
   DEFAULT_PIN_ROOT,
+  lockHeldMessage,
   type PinnedState,
 } from "../ebpf/pinned_state.ts";
 import type { Counters } from "../ebpf/steering_maps.ts";
@@ -198,8 +199,8 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   ): Promise<void> {
     this.#checkOpen("apply ports");
     const requested = expandRanges(ports);
-    // The routes switch only once the lock is taken: while a stopped process
-    // holds it, the maps still steer the old ports here.
+    // The routes switch only once the lock is taken, because while a stopped
+    // process has it, the maps still steer the old ports here.
     await this.#state.locked(() => this.#update(requested, prefixes, commit));
   }
 
@@ -588,10 +589,16 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     this.#lockBusySince ??= now;
     if (this.#lockWarned || now - this.#lockBusySince < LOCK_WARN_MS) return;
     this.#lockWarned = true;
-    logger.warn(
-      "Another process has held the lock on the BPF state in {path} for {ms} ms, so this one cannot check or take steering: it may be stopped or hung. /proc/locks names it (an FLOCK on the directory's inode); stop or resume it",
-      { path: this.#state.path, ms: now - this.#lockBusySince },
-    );
+    const ms = now - this.#lockBusySince;
+    logger.warn("{message}", {
+      message: lockHeldMessage(
+        this.#state.path,
+        ms,
+        ", so this one cannot check or take steering",
+      ),
+      path: this.#state.path,
+      ms,
+    });
   }
 
   #checkOwnershipLocked(): void {

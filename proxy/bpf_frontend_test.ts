@@ -192,7 +192,7 @@ Deno.test(
 );
 
 Deno.test(
-  "BpfFrontend keeps the program in place until it takes over",
+  "BpfFrontend swaps the program at takeover",
   NEEDS_ROOT,
   async () => {
     using root = new TestPinRoot();
@@ -536,7 +536,7 @@ Deno.test(
 );
 
 Deno.test(
-  "BpfFrontend takes over the ports as they are, not as they were at its open",
+  "BpfFrontend diffs against the current maps",
   NEEDS_ROOT,
   async () => {
     using root = new TestPinRoot();
@@ -563,7 +563,7 @@ Deno.test(
 );
 
 Deno.test(
-  "BpfFrontend writes the maps only while no other process holds them",
+  "BpfFrontend waits for another writer's lock",
   NEEDS_ROOT,
   async () => {
     using root = new TestPinRoot();
@@ -598,7 +598,7 @@ Deno.test(
 );
 
 Deno.test(
-  "BpfFrontend gives up on a lock that another process keeps",
+  "BpfFrontend gives up on a kept lock",
   NEEDS_ROOT,
   async () => {
     using root = new TestPinRoot();

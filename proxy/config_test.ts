@@ -1228,7 +1228,7 @@ Deno.test("readConfigText() reads UTF-8 with a byte order mark", async () => {
   }
 });
 
-Deno.test("parseConfig() says where a setting written in an app belongs", () => {
+Deno.test("parseConfig() places a stray app setting", () => {
   const problems = problemsOf(JSON.stringify({
     Apps: [{
       Name: "web",

@@ -5,10 +5,9 @@ const DEBOUNCE_MS = 200;
 
 /**
  * Interval of the check of the config file's inode, size and modification
- * time, in ms. It finds the changes that the directory watches miss: Deno's
- * watcher reports nothing for a directory made again at the path of one
- * that was moved away (seen with Deno 2.9.6), even when that path is
- * watched anew.
+ * time, in ms. It finds the changes that the directory watches miss. Deno's
+ * watcher reports nothing for a directory moved away and made again at the
+ * same path (seen with Deno 2.9.6), even when that path is watched anew.
  */
 const RECHECK_MS = 2_000;
 

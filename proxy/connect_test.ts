@@ -69,7 +69,7 @@ class StalledResolver extends Resolver {
   }
 }
 
-Deno.test("connectToApp() counts a connect in flight against its target", async () => {
+Deno.test("connectToApp() counts connects in flight", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const settings: Settings = {
     ...DEFAULT_SETTINGS,

@@ -158,14 +158,11 @@ export class PortListeners implements Frontend {
 }
 
 /**
- * Returns what to do about a port in use. With no socket listening on it,
- * connections of this host use it as their local port, which happens to
- * app ports inside the ephemeral port range, for example after BPF mode,
- * where nothing listens on them.
- */
-/**
- * Returns the fix for a port in use, naming every configured port that
- * another socket listens on, so that one restart finds them all.
+ * Returns what to do about a port in use, naming every configured port that
+ * another socket listens on, so that one restart finds them all. With no
+ * socket listening on the port, connections of this host use it as their
+ * local port, which happens to app ports inside the ephemeral port range,
+ * for example after BPF mode, where nothing listens on them.
  */
 function addressInUseFix(
   hostname: string,

@@ -7,7 +7,7 @@ interface Entry<T> extends PortRange {
 }
 
 /**
- * Lookup from a port to the item whose port ranges hold it, by binary
+ * Lookup from a port to the item whose port ranges contain it, by binary
  * search over the sorted ranges, so 10,000 ranges cost no more than 14 steps.
  */
 export class PortIndex<T> {
@@ -29,7 +29,7 @@ export class PortIndex<T> {
     this.#entries.sort((a, b) => a.first - b.first);
   }
 
-  /** Returns the item whose ranges hold `port`, or `undefined`. */
+  /** Returns the item whose ranges contain `port`, or `undefined`. */
   find(port: number): T | undefined {
     let low = 0;
     let high = this.#entries.length - 1;
@@ -43,7 +43,7 @@ export class PortIndex<T> {
     return undefined;
   }
 
-  /** Returns every port held, as sorted ranges with neighbours merged. */
+  /** Returns every port of the items, as sorted ranges with neighbours merged. */
   ranges(): PortRange[] {
     return mergeRanges(this.#entries);
   }

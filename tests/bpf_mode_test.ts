@@ -86,7 +86,7 @@ async function detachAll(): Promise<void> {
 
 Deno.test({
   ...BPF,
-  name: "anyport in BPF mode waits out a lock that another process keeps",
+  name: "anyport in BPF mode waits out a lock",
   async fn() {
     await using targets = await nameTargets();
     {

@@ -120,7 +120,7 @@ Deno.test("anyport stops accepting at the default connection limit", async () =>
   );
 });
 
-Deno.test("anyport names the address of a host-name target in access lines", async () => {
+Deno.test("anyport logs a named target's address", async () => {
   await using target = echoServer();
   const [port] = freePorts(1);
   const path = await writeConfigFile({
@@ -360,7 +360,7 @@ Deno.test("anyport reloads when a symlinked config is swapped, then edited", asy
   await waitFor(() => accepts(edited!), 5_000, "edited port to accept");
 });
 
-Deno.test("anyport watches a config directory that was moved away and made again", async () => {
+Deno.test("anyport watches a replaced config directory", async () => {
   await using echo = echoServer();
   const [kept, added, later] = freePorts(3);
   const parent = await Deno.makeTempDir({ prefix: "anyport-test-" });
@@ -444,7 +444,7 @@ Deno.test("anyport applies a rejected config again when the file is saved", asyn
   assert.equal(await roundTrip(taken!, "now"), "now");
 });
 
-Deno.test("anyport rejects more ports than the open-file limit without retrying", async () => {
+Deno.test("anyport rejects ports beyond the file limit", async () => {
   await using echo = echoServer();
   const [kept] = freePorts(1);
   const config = {
@@ -741,7 +741,7 @@ Deno.test("anyport rejects an unknown option with usage help", async () => {
   assert.match(text, /anyport --help/);
 });
 
-Deno.test("anyport names an unknown command before its arguments", async () => {
+Deno.test("anyport names an unknown command", async () => {
   const { code, stderr } = await runCli(["frobnicate", "x"]);
   assert.equal(code, 2);
   assert.match(

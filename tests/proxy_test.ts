@@ -727,8 +727,8 @@ Deno.test("proxy closes a connection idle past the timeout", async () => {
   assert.ok(elapsed < 1_500, `closed after ${elapsed} ms, too late`);
 });
 
-Deno.test("proxy closes a half-closed connection at the half-close timeout", async () => {
-  // A target that takes the connection and then never reads nor answers.
+Deno.test("proxy closes at the half-close timeout", async () => {
+  // A target that accepts and then neither reads nor replies.
   await using target = new TestServer(async (conn) => {
     await delay(5_000);
     closeQuietly(conn);
@@ -753,7 +753,7 @@ Deno.test("proxy closes a half-closed connection at the half-close timeout", asy
   assert.ok(elapsed < 2_000, `closed after ${elapsed} ms, too late`);
 });
 
-Deno.test("proxy keeps a half-closed connection without a half-close timeout", async () => {
+Deno.test("proxy keeps half-closed connections by default", async () => {
   await using target = new TestServer(async (conn) => {
     await delay(1_000);
     await writeAll(conn, new TextEncoder().encode("late"));
@@ -1019,7 +1019,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "proxy start names every configured port that other sockets hold",
+  name: "proxy start names every busy port",
   async fn() {
     await using target = echoServer();
     const [free, ...held] = freePorts(3);
