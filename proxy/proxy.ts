@@ -10,6 +10,7 @@ import { Resolver } from "./resolver.ts";
 import { Router } from "./router.ts";
 import { describeChanges } from "./config_diff.ts";
 import { Session } from "./session.ts";
+import { SlotSet } from "./slot_set.ts";
 import { EventLoop } from "./event_loop.ts";
 import type { ConnHandler } from "./frontend.ts";
 import {
@@ -61,7 +62,7 @@ export class Proxy {
   #apps: Map<string, App>;
   #router: Router;
   #frontend: Frontend | undefined;
-  readonly #sessions = new Set<Session>();
+  readonly #sessions = new SlotSet<Session>();
   #limit: ConnectionLimit | undefined;
   /** Set when {@linkcode stop} begins, before the frontend closes. */
   #closing = false;
@@ -221,7 +222,7 @@ export class Proxy {
     // this process, and those are served, not closed.
     await this.#frontend?.close();
     this.#stopping = true;
-    const drained = Promise.all([...this.#sessions].map((s) => s.done));
+    const drained = Promise.all(this.#sessions.toArray().map((s) => s.done));
     let timer: ReturnType<typeof setTimeout> | undefined;
     let onForce: (() => void) | undefined;
     const cutoff = new Promise<"cutoff">((resolve) => {
@@ -238,7 +239,7 @@ export class Proxy {
     if (onForce !== undefined) force?.removeEventListener("abort", onForce);
     let aborted = 0;
     if (outcome === "cutoff") {
-      const remaining = [...this.#sessions];
+      const remaining = this.#sessions.toArray();
       for (const session of remaining) session.abort();
       await Promise.all(remaining.map((s) => s.done));
       aborted = remaining.length;
@@ -561,7 +562,7 @@ export class Proxy {
     this.#idleTimer = setInterval(() => {
       const now = Date.now();
       const quiet = now - interval;
-      for (const session of this.#sessions) {
+      for (const session of this.#sessions.toArray()) {
         const pipe = session.pipe;
         if (pipe === undefined || pipe.lastActive >= quiet) continue;
         const ms = pipe.halfClosed ? halfMs : idleMs;
