@@ -1,4 +1,5 @@
 import { getLogger } from "@logtape/logtape";
+import { setImmediate } from "node:timers";
 import {
   EAGAIN,
   EFD_CLOEXEC,
@@ -37,18 +38,26 @@ const WAKE_DRAIN = new Uint8Array(8);
 /** Awaits after each batch; see the end of the loop in `#run`. */
 const MICROTASK_TURNS = 3;
 
+/**
+ * Number of timer durations beyond which empty timer queues are dropped.
+ * Below it they stay, because deleting and adding `Map` entries for every
+ * connection makes V8 rebuild the map's table again and again, and the old
+ * tables can keep young objects alive (see `SlotSet`).
+ */
+const KEPT_TIMER_QUEUES = 16;
+
 /** Events taken from the kernel per wait. */
 const MAX_EVENTS = 256;
 
 /**
  * Maximum time the loop keeps the JavaScript thread to itself while events
- * keep arriving, in ms, checked between batches. After it, one wait goes
- * through Deno's event loop, so timers, signals and DNS answers run.
+ * keep arriving, in ms, checked between batches. After it, the loop yields
+ * to Deno's event loop once, so timers, signals and DNS answers run.
  *
- * Each such wait stops every connection for 20-300 µs (rarely up to 3 ms).
- * A 20 ms interval gave a 5% lower p99 round trip, but reloads under load then
- * took up to 1.1 s instead of 92 ms, because each await of a Deno call waits
- * for the next yield.
+ * A 20 ms interval gave a 5% lower p99 round trip when each yield was a
+ * wait on a worker thread (20-300 µs), but reloads under load then took up
+ * to 1.1 s instead of 92 ms, because each await of a Deno call waits for
+ * the next yield.
  */
 const YIELD_MS = 5;
 
@@ -110,13 +119,14 @@ export class Watched {
  * The data path's event loop: one epoll instance for every client, target
  * and listening socket of a proxy, driven from the JavaScript thread.
  *
- * While events keep coming, the loop polls epoll directly with a zero
- * timeout, so a busy proxy costs one system call per batch and no thread
- * switch. When nothing is ready for `BUSY_WAIT_MS`, it waits on a worker
- * thread through a nonblocking FFI call, so Deno's own event loop (timers,
- * signals, DNS, file watching) runs while the proxy is idle. After `YIELD_MS`
- * of busy time it makes one wait that way too, so Deno's work waits about
- * that long at most.
+ * While events keep coming, the loop calls `epoll_wait` directly, so a busy
+ * proxy costs one system call per batch and no thread switch. When nothing
+ * is ready for `BUSY_WAIT_MS`, it waits on a worker thread through a
+ * nonblocking FFI call, so Deno's own event loop (timers, signals, DNS, file
+ * watching) runs while the proxy is idle. After `YIELD_MS` of busy time it
+ * yields to Deno's event loop with `setImmediate`, which costs a few
+ * microseconds instead of a thread switch, so Deno's work waits about that
+ * long at most.
  */
 export class EventLoop {
   readonly #epoll: number;
@@ -283,24 +293,19 @@ export class EventLoop {
     while (!this.#stopping) {
       let count: number;
       if (Date.now() - lastYield >= YIELD_MS) {
-        count = await symbols.epoll_wait_off_thread(
+        await new Promise((resolve) => setImmediate(resolve));
+        count = symbols.epoll_wait(this.#epoll, events, MAX_EVENTS, 0);
+        lastYield = Date.now();
+      } else {
+        // With deferred tasks waiting, the loop only polls. Otherwise one
+        // call both polls and, when nothing is ready, waits a little.
+        const idle = this.#deferred.length === 0;
+        count = symbols.epoll_wait(
           this.#epoll,
           events,
           MAX_EVENTS,
-          0,
+          idle ? BUSY_WAIT_MS : 0,
         );
-        lastYield = Date.now();
-      } else {
-        const idle = this.#deferred.length === 0;
-        count = symbols.epoll_wait(this.#epoll, events, MAX_EVENTS, 0);
-        if (count === 0 && idle && BUSY_WAIT_MS > 0) {
-          count = symbols.epoll_wait(
-            this.#epoll,
-            events,
-            MAX_EVENTS,
-            BUSY_WAIT_MS,
-          );
-        }
         if (count === 0 && idle) {
           this.#sleeping = true;
           count = await symbols.epoll_wait_off_thread(
@@ -396,7 +401,9 @@ export class EventLoop {
           log.error("Timer failed: {error}", { error });
         }
       }
-      if (queue.length === 0) this.#timers.delete(ms);
+      if (queue.length === 0 && this.#timers.size > KEPT_TIMER_QUEUES) {
+        this.#timers.delete(ms);
+      }
     }
   }
 
@@ -405,7 +412,7 @@ export class EventLoop {
     this.#runTimers();
     let next = Infinity;
     for (const queue of this.#timers.values()) {
-      next = Math.min(next, queue[0]!.at);
+      if (queue.length > 0) next = Math.min(next, queue[0]!.at);
     }
     return next === Infinity ? -1 : Math.max(0, Math.ceil(next - Date.now()));
   }
