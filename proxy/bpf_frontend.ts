@@ -147,8 +147,9 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
    */
   static open(options: BpfFrontendOptions): BpfFrontend {
     // The socket first, so that a host where it cannot open gets no program
-    // attached and pinned.
-    const listener = openProxySocket();
+    // attached and pinned. It takes IPv6 connections only when a prefix
+    // needs it, because IPv4 ones then cost more (see proxy_socket.ts).
+    const listener = openProxySocket(options.prefixes.some(isIpv6));
     let state: PinnedState | undefined;
     try {
       state = attachSteering(options.pinRoot ?? DEFAULT_PIN_ROOT);
@@ -190,7 +191,8 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
    * @param prefixes destination prefixes. The default is those in force, or
    * before the first call, those given to {@linkcode BpfFrontend.open}.
    * @throws {Error} when a map cannot be updated, such as a full prefix map
-   * or a closed frontend
+   * or a closed frontend, or for an IPv6 prefix when the socket was opened
+   * for IPv4 only
    */
   async apply(
     ports: readonly PortRange[],
@@ -198,6 +200,15 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
     commit?: () => void,
   ): Promise<void> {
     this.#checkOpen("apply ports");
+    const ipv6 = prefixes.find(isIpv6);
+    if (ipv6 !== undefined && !this.#listener.ipv6) {
+      throw new Error(
+        `SteerPrefixes now include the IPv6 prefix ${formatPrefix(ipv6)}, ` +
+          "but the proxy socket takes IPv4 connections only, because every " +
+          "prefix was IPv4 at start: restart anyport to steer IPv6. In BPF " +
+          "mode the new process takes over without refusing connections",
+      );
+    }
     const requested = expandRanges(ports);
     // The routes switch only once the lock is taken, because while a stopped
     // process has it, the maps still steer the old ports here.
@@ -833,4 +844,8 @@ function sameBytes(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+function isIpv6(prefix: Prefix): boolean {
+  return prefix.family === 6;
 }

@@ -95,10 +95,45 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "BpfFrontend opens an IPv4 socket for IPv4 prefixes",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using server = new TestServer(root.path, LOCALHOST_V4);
+    await server.frontend.apply([{ first: 30150, last: 30150 }]);
+
+    assert.equal(server.frontend.addr.hostname, "127.0.0.1");
+    assert.deepEqual(await request("127.0.0.1", 30150), "30150");
+  },
+);
+
+Deno.test(
+  "BpfFrontend on an IPv4 socket rejects IPv6 prefixes",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    await using server = new TestServer(root.path, LOCALHOST_V4);
+    const ports = [{ first: 30160, last: 30160 }];
+    await server.frontend.apply(ports);
+
+    await assert.rejects(
+      server.frontend.apply(ports, [
+        ...LOCALHOST_V4,
+        parsePrefix("::1/128"),
+      ]),
+      /the IPv6 prefix ::1\/128, but the proxy socket takes IPv4 connections only.*restart anyport/,
+    );
+    assert.deepEqual(await request("127.0.0.1", 30160), "30160");
+    assert.deepEqual(await request("::1", 30160), "ConnectionRefused");
+  },
+);
+
 Deno.test("BpfFrontend steers IPv6 connections", NEEDS_ROOT, async () => {
   using root = new TestPinRoot();
   await using server = new TestServer(root.path, [parsePrefix("::1/128")]);
   await server.frontend.apply([{ first: 30200, last: 30201 }]);
+  assert.equal(server.frontend.addr.hostname, "::ffff:127.0.0.1");
 
   assert.deepEqual(await request("::1", 30200), "30200");
   assert.deepEqual(await request("::1", 30201), "30201");

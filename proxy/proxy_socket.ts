@@ -11,16 +11,23 @@ import { findListenerFd } from "../ffi/socket_fd.ts";
 import { encodeSockAddr } from "./sockaddr.ts";
 
 /**
- * Bind address of the one proxy socket in BPF mode. Only an IPv6 socket can
- * take steered connections of both families, and only if it is not
- * IPv6-only, because bpf_sk_assign rejects IPv4 connections for IPv6-only
- * sockets. Linux makes a socket IPv6-only when it binds to a plain IPv6
- * address such as `::1`, but not for a v4-mapped one. Unlike `::`, this
- * address also keeps the socket reachable without BPF only from this host,
- * on 127.0.0.1. Port 0 lets the kernel pick a free port, so it never collides
- * with a port in use.
+ * Bind address of the one proxy socket in BPF mode when it takes both
+ * families. Only an IPv6 socket can take steered connections of both, and
+ * only if it is not IPv6-only, because bpf_sk_assign rejects IPv4
+ * connections for IPv6-only sockets. Linux makes a socket IPv6-only when it
+ * binds to a plain IPv6 address such as `::1`, but not for a v4-mapped one.
+ * Unlike `::`, this address also keeps the socket reachable without BPF only
+ * from this host, on 127.0.0.1. Port 0 lets the kernel pick a free port, so
+ * it never collides with a port in use.
  */
 export const BIND_HOSTNAME = "::ffff:127.0.0.1";
+
+/**
+ * Bind address of the proxy socket when every steered prefix is IPv4. IPv4
+ * connections accepted on an IPv6 socket become v4-mapped IPv6 sockets,
+ * which cost about 5% more CPU per short connection (see NOTES.md).
+ */
+export const BIND_HOSTNAME_IPV4 = "127.0.0.1";
 
 const AF_INET6 = 10;
 const SOL_SOCKET = 1;
@@ -35,17 +42,21 @@ export interface ProxySocket {
   readonly fd: number;
   /** Local address, reachable directly only from this host. */
   readonly addr: Deno.NetAddr;
+  /** Whether it takes IPv6 connections too, or IPv4 connections only. */
+  readonly ipv6: boolean;
   close(): void;
 }
 
 /**
- * Opens the proxy socket with `Deno.listen`. Where `net.ipv6.bindv6only` is
- * 1, that socket would be IPv6-only and the bind to a v4-mapped address
- * fails, so the socket is opened through libc with `IPV6_V6ONLY` off.
+ * Opens the proxy socket with `Deno.listen`: an IPv4 socket, or with `ipv6`
+ * a socket that takes both families. Where `net.ipv6.bindv6only` is 1, an
+ * IPv6 socket would be IPv6-only and the bind to a v4-mapped address fails,
+ * so that one is opened through libc with `IPV6_V6ONLY` off.
  *
  * @throws {Error} naming the cause and the fix when neither works
  */
-export function openProxySocket(): ProxySocket {
+export function openProxySocket(ipv6: boolean): ProxySocket {
+  if (!ipv6) return openIpv4();
   let listener: Deno.TcpListener;
   try {
     listener = Deno.listen({ hostname: BIND_HOSTNAME, port: 0 });
@@ -63,6 +74,26 @@ export function openProxySocket(): ProxySocket {
   return {
     fd: findListenerFd(listener),
     addr: listener.addr,
+    ipv6: true,
+    close: () => listener.close(),
+  };
+}
+
+function openIpv4(): ProxySocket {
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname: BIND_HOSTNAME_IPV4, port: 0 });
+  } catch (error) {
+    throw new Error(
+      `Cannot open the proxy socket on ${BIND_HOSTNAME_IPV4}:0: ` +
+        (error as Error).message,
+      { cause: error },
+    );
+  }
+  return {
+    fd: findListenerFd(listener),
+    addr: listener.addr,
+    ipv6: false,
     close: () => listener.close(),
   };
 }
@@ -109,6 +140,7 @@ function openDualStack(): ProxySocket {
   return {
     fd,
     addr: { transport: "tcp", hostname: BIND_HOSTNAME, port: local!.port },
+    ipv6: true,
     close: () => symbols.close(fd),
   };
 }

@@ -540,8 +540,9 @@ Deno.test({
       new RegExp(`-> 127\\.0\\.0\\.1:${A_PORTS.first + 3} \\(a\\) via `),
     );
     // A connection to the socket itself, not to a steered port.
-    const socket = /Steering to proxy socket \[::ffff:127\.0\.0\.1\]:(\d+)/
-      .exec(proxy.stderr);
+    const socket =
+      /Steering to proxy socket (?:\[::ffff:)?127\.0\.0\.1\]?:(\d+)/
+        .exec(proxy.stderr);
     assert.ok(socket, proxy.stderr);
     await roundTrip(Number(socket[1]), "").catch(() => "");
     await proxy.waitForLog(
@@ -562,8 +563,9 @@ Deno.test({
     const config = bpfConfig(a.target, b.target);
     await using older = startBpfProxy(await writeConfigFile(config));
     await older.waitForLog(/Started in bpf mode/);
-    const socket = /Steering to proxy socket \[::ffff:127\.0\.0\.1\]:(\d+)/
-      .exec(older.stderr);
+    const socket =
+      /Steering to proxy socket (?:\[::ffff:)?127\.0\.0\.1\]?:(\d+)/
+        .exec(older.stderr);
     assert.ok(socket, older.stderr);
     // The newer config steers the port of the older process's socket.
     const port = Number(socket[1]);
