@@ -148,7 +148,7 @@ export class BpfFrontend implements Frontend, AsyncDisposable {
   static open(options: BpfFrontendOptions): BpfFrontend {
     // The socket first, so that a host where it cannot open gets no program
     // attached and pinned. It takes IPv6 connections only when a prefix
-    // needs it, because IPv4 ones then cost more (see proxy_socket.ts).
+    // needs it, because IPv4 connections then cost more (see proxy_socket.ts).
     const listener = openProxySocket(options.prefixes.some(isIpv6));
     let state: PinnedState | undefined;
     try {

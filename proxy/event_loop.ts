@@ -55,7 +55,7 @@ const MAX_EVENTS = 256;
  * to Deno's event loop once, so timers, signals and DNS answers run.
  *
  * A 20 ms interval gave a 5% lower p99 round trip when each yield was a
- * wait on a worker thread (20-300 µs), but reloads under load then took up
+ * wait on a worker thread (20-300 µs). But reloads under load then took up
  * to 1.1 s instead of 92 ms, because each await of a Deno call waits for
  * the next yield.
  */

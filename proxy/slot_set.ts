@@ -12,10 +12,10 @@ export interface Slotted {
  * A `Set` would do the same work, but V8 rebuilds a `Set`'s table after
  * every few dozen additions once deleted entries fill it. Each discarded
  * table still points at the entries it held and at the table that replaced
- * it, so once one of them was moved to the old generation, every later
- * table and its connections survived each young collection until the next
- * full one. Under short connections that kept about 15% of the young
- * generation alive and made each young collection take 4-14 ms.
+ * it. Once one of them had moved to the old generation, every later table
+ * and its connections survived each young collection until the next full
+ * one. Under short connections that kept about 15% of the young generation
+ * alive, and each young collection took 4-14 ms.
  */
 export class SlotSet<T extends Slotted> {
   readonly #items: T[] = [];

@@ -39,15 +39,15 @@ Deno.test("SlotSet ignores repeated adds and deletes", () => {
 });
 
 Deno.test("SlotSet refuses items of another set", () => {
-  const one = new SlotSet<Item>();
-  const two = new SlotSet<Item>();
+  const first = new SlotSet<Item>();
+  const second = new SlotSet<Item>();
   const a = item("a");
   const b = item("b");
-  one.add(a);
-  two.add(b);
-  assert.equal(two.delete(a), false);
-  assert.equal(one.size, 1);
-  assert.equal(two.size, 1);
+  first.add(a);
+  second.add(b);
+  assert.equal(second.delete(a), false);
+  assert.equal(first.size, 1);
+  assert.equal(second.size, 1);
 });
 
 Deno.test("SlotSet snapshot ignores later changes", () => {
