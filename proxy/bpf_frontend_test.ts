@@ -109,6 +109,45 @@ Deno.test(
 );
 
 Deno.test(
+  "BpfFrontend binds elsewhere when 127.0.0.1 has no port",
+  NEEDS_ROOT,
+  async () => {
+    using root = new TestPinRoot();
+    // A setting of the test's network namespace, so the host keeps its own.
+    const setting = "/proc/sys/net/ipv4/ip_local_port_range";
+    const original = Deno.readTextFileSync(setting);
+    Deno.writeTextFileSync(setting, "40100 40103");
+    try {
+      // Connections closed by the client first leave TIME_WAIT sockets on
+      // 127.0.0.1 that take every port of the range.
+      using listener = Deno.listen({ hostname: "127.0.0.1", port: 30180 });
+      for (let i = 0; i < 4; i++) {
+        const client = await Deno.connect({
+          hostname: "127.0.0.1",
+          port: listener.addr.port,
+        });
+        const accepted = await listener.accept();
+        client.close();
+        await accepted.read(new Uint8Array(1));
+        accepted.close();
+      }
+      assert.throws(
+        () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+        Deno.errors.AddrInUse,
+      );
+
+      await using server = new TestServer(root.path, LOCALHOST_V4);
+      await server.frontend.apply([{ first: 30170, last: 30170 }]);
+      assert.notEqual(server.frontend.addr.hostname, "127.0.0.1");
+      assert.match(server.frontend.addr.hostname, /^127\./);
+      assert.deepEqual(await request("127.0.0.1", 30170), "30170");
+    } finally {
+      Deno.writeTextFileSync(setting, original);
+    }
+  },
+);
+
+Deno.test(
   "BpfFrontend on an IPv4 socket rejects IPv6 prefixes",
   NEEDS_ROOT,
   async () => {
