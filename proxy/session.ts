@@ -23,7 +23,7 @@ export class Session {
   readonly started = Date.now();
   /** Set once a target accepted the connection and bytes flow. */
   pipe: Pipe | undefined;
-  /** Position in the proxy's open sessions; see {@linkcode SlotSet}. */
+  /** Position in the proxy's open sessions, as {@linkcode SlotSet} keeps them. */
   slot = -1;
   aborted = false;
   /** The client reset its connection before a target accepted. */
