@@ -1,8 +1,9 @@
 /**
  * The proxies under test, their configs and how each one is started.
  *
- * Every proxy gets the same two listeners on 127.0.0.1: ECHO_PORT forwards
- * to the echo backend and BULK_PORT to the iperf3 server. Timeouts match:
+ * Every proxy gets two listeners on 127.0.0.1 of its own, so that all of
+ * them can run at once: one forwards to the echo backend and one to the
+ * iperf3 server. Timeouts match:
  * 5 s to connect to a target and 10 min without traffic before a connection
  * is closed. No proxy writes access logs.
  */
@@ -12,9 +13,9 @@ import { Service } from "./_process.ts";
 export const ECHO_BACKEND_PORT = 9000;
 /** Port of the iperf3 server. */
 export const BULK_BACKEND_PORT = 5201;
-/** Proxy listener that forwards to the echo backend. */
+/** anyport's listener that forwards to the echo backend. */
 export const ECHO_PORT = 15001;
-/** Proxy listener that forwards to the iperf3 server. */
+/** anyport's listener that forwards to the iperf3 server. */
 export const BULK_PORT = 15002;
 
 /** Path of the anyport entry point. */
@@ -108,15 +109,19 @@ export function startAnyport(path: string, bpf: boolean): Service {
   );
 }
 
-function anyport(bpf: boolean): (dir: string) => Service {
+function anyport(
+  bpf: boolean,
+  echoPort: number,
+  bulkPort: number,
+): (dir: string) => Service {
   return (dir) => {
     const path = `${dir}/anyport${bpf ? "-bpf" : ""}.json`;
     Deno.writeTextFileSync(
       path,
       anyportConfig({
         apps: [
-          { name: "echo", ports: [ECHO_PORT], target: ECHO_BACKEND_PORT },
-          { name: "bulk", ports: [BULK_PORT], target: BULK_BACKEND_PORT },
+          { name: "echo", ports: [echoPort], target: ECHO_BACKEND_PORT },
+          { name: "bulk", ports: [bulkPort], target: BULK_BACKEND_PORT },
         ],
         bpf,
       }),
@@ -126,7 +131,11 @@ function anyport(bpf: boolean): (dir: string) => Service {
 }
 
 /** Builds a HAProxy config; `threads` undefined keeps HAProxy's default. */
-export function haproxyConfig(threads: number | undefined): string {
+export function haproxyConfig(
+  threads: number | undefined,
+  echoPort: number,
+  bulkPort: number,
+): string {
   return [
     "global",
     threads === undefined ? "" : `  nbthread ${threads}`,
@@ -140,27 +149,35 @@ export function haproxyConfig(threads: number | undefined): string {
     "  timeout server 10m",
     "",
     "listen echo",
-    `  bind 127.0.0.1:${ECHO_PORT}`,
+    `  bind 127.0.0.1:${echoPort}`,
     `  server echo 127.0.0.1:${ECHO_BACKEND_PORT}`,
     "",
     "listen bulk",
-    `  bind 127.0.0.1:${BULK_PORT}`,
+    `  bind 127.0.0.1:${bulkPort}`,
     `  server bulk 127.0.0.1:${BULK_BACKEND_PORT}`,
     "",
   ].join("\n");
 }
 
-function haproxy(threads: number | undefined): (dir: string) => Service {
+function haproxy(
+  threads: number | undefined,
+  echoPort: number,
+  bulkPort: number,
+): (dir: string) => Service {
   return (dir) => {
     const path = `${dir}/haproxy-${threads ?? "default"}.cfg`;
-    Deno.writeTextFileSync(path, haproxyConfig(threads));
+    Deno.writeTextFileSync(path, haproxyConfig(threads, echoPort, bulkPort));
     // -db stays in the foreground without the master process.
     return new Service("haproxy", "haproxy", ["-db", "-f", path]);
   };
 }
 
 /** Builds an nginx config with one worker and the stream module. */
-export function nginxConfig(dir: string): string {
+export function nginxConfig(
+  dir: string,
+  echoPort: number,
+  bulkPort: number,
+): string {
   return [
     "load_module /usr/lib/nginx/modules/ngx_stream_module.so;",
     "daemon off;",
@@ -177,11 +194,11 @@ export function nginxConfig(dir: string): string {
     "  proxy_connect_timeout 5s;",
     "  proxy_timeout 10m;",
     "  server {",
-    `    listen 127.0.0.1:${ECHO_PORT};`,
+    `    listen 127.0.0.1:${echoPort};`,
     `    proxy_pass 127.0.0.1:${ECHO_BACKEND_PORT};`,
     "  }",
     "  server {",
-    `    listen 127.0.0.1:${BULK_PORT};`,
+    `    listen 127.0.0.1:${bulkPort};`,
     `    proxy_pass 127.0.0.1:${BULK_BACKEND_PORT};`,
     "  }",
     "}",
@@ -189,11 +206,20 @@ export function nginxConfig(dir: string): string {
   ].join("\n");
 }
 
-function nginx(dir: string): Service {
-  const path = `${dir}/nginx.conf`;
-  Deno.writeTextFileSync(path, nginxConfig(dir));
-  // -e keeps nginx from opening its default error log before reading path.
-  return new Service("nginx", "nginx", ["-e", "stderr", "-p", dir, "-c", path]);
+function nginx(echoPort: number, bulkPort: number): (dir: string) => Service {
+  return (dir) => {
+    const path = `${dir}/nginx.conf`;
+    Deno.writeTextFileSync(path, nginxConfig(dir, echoPort, bulkPort));
+    // -e keeps nginx from opening its default error log before reading path.
+    return new Service("nginx", "nginx", [
+      "-e",
+      "stderr",
+      "-p",
+      dir,
+      "-c",
+      path,
+    ]);
+  };
 }
 
 /** All rows in report order. The direct row is the limit of the setup. */
@@ -209,35 +235,35 @@ export const CONTENDERS: readonly Contender[] = [
     label: "anyport, per-port listeners",
     echoPort: ECHO_PORT,
     bulkPort: BULK_PORT,
-    start: anyport(false),
+    start: anyport(false, ECHO_PORT, BULK_PORT),
   },
   {
     id: "anyport-bpf",
     label: "anyport, BPF mode",
-    echoPort: ECHO_PORT,
-    bulkPort: BULK_PORT,
-    start: anyport(true),
+    echoPort: 15011,
+    bulkPort: 15012,
+    start: anyport(true, 15011, 15012),
   },
   {
     id: "haproxy-1",
     label: "HAProxy, nbthread 1",
-    echoPort: ECHO_PORT,
-    bulkPort: BULK_PORT,
-    start: haproxy(1),
+    echoPort: 15021,
+    bulkPort: 15022,
+    start: haproxy(1, 15021, 15022),
   },
   {
     id: "haproxy",
     label: "HAProxy, default threads",
-    echoPort: ECHO_PORT,
-    bulkPort: BULK_PORT,
-    start: haproxy(undefined),
+    echoPort: 15031,
+    bulkPort: 15032,
+    start: haproxy(undefined, 15031, 15032),
   },
   {
     id: "nginx-1",
     label: "nginx stream, 1 worker",
-    echoPort: ECHO_PORT,
-    bulkPort: BULK_PORT,
-    start: nginx,
+    echoPort: 15041,
+    bulkPort: 15042,
+    start: nginx(15041, 15042),
   },
 ];
 
@@ -245,11 +271,9 @@ export const CONTENDERS: readonly Contender[] = [
 export const BASELINE_ID = "haproxy-1";
 
 /**
- * Row ids in the order that a round measures them (every other round runs
+ * Row ids in the order that a slice measures them (every other slice runs
  * it backwards). The baseline sits between the two anyport rows, so each of
- * them runs right before or after it in every round. The figures of one
- * row moved by up to 20% between rounds, and a ratio of two rows measured
- * half a minute apart picked up part of that drift.
+ * them runs right before or after it.
  */
 export const MEASURE_ORDER: readonly string[] = [
   "direct",

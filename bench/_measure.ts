@@ -1,19 +1,13 @@
 /**
- * One round of measurements on one row: short connections, ping-pong and
- * bulk throughput on one proxy process, then memory on a fresh one.
+ * Measurements on one row: a slice of short connections and ping-pong, bulk
+ * throughput, and memory on a fresh process.
  */
 import type { Contender } from "./_contenders.ts";
-import {
-  runJson,
-  type Service,
-  sleep,
-  treeRssKiB,
-  treeThreads,
-} from "./_process.ts";
+import { runJson, type Service, sleep, treeRssKiB } from "./_process.ts";
 import type { MetricId, RowResult, RunSettings } from "./_results.ts";
 import { clearTimeWait } from "./_time_wait.ts";
 
-/** Tools and settings for {@linkcode measureRow}. */
+/** Tools and settings for the measurements of a round. */
 export interface MeasureContext {
   /** Path of the loadgen binary. */
   loadgen: string;
@@ -27,6 +21,12 @@ export interface MeasureContext {
 
 /** Time a proxy gets to accept on its ports after spawning, in seconds. */
 const READY_TIMEOUT_SECONDS = 30;
+
+/** Time given to RSS to settle before and after idle connections open. */
+const SETTLE_MS = 1_000;
+
+/** Seconds at the start of a bulk run that iperf3 does not count. */
+const BULK_OMIT_SECONDS = 1;
 
 /**
  * Source addresses for short connections: 127.0.0.1 to 127.0.0.8 give the
@@ -70,15 +70,20 @@ export async function waitReady(
   }
 }
 
+/**
+ * Appends `value` to `row` with the number of its round, or of its slice
+ * for figures measured in slices, so that ratios pair it with the
+ * baseline's value of the same number.
+ */
 function record(
   row: RowResult,
-  round: number,
+  sample: number,
   metric: MetricId,
   value: number,
   errors = 0,
 ): void {
   (row.runs[metric] ??= []).push(value);
-  ((row.rounds ??= {})[metric] ??= []).push(round);
+  ((row.rounds ??= {})[metric] ??= []).push(sample);
   if (errors > 0) row.errors[metric] = (row.errors[metric] ?? 0) + errors;
 }
 
@@ -92,59 +97,91 @@ function checkOps(result: Record<string, unknown>): Record<string, unknown> {
   return result;
 }
 
-async function measureLoad(
+/** Arguments of a loadgen run of `mode` against `contender`'s echo port. */
+function loadArgs(
   contender: Contender,
-  row: RowResult,
   ctx: MeasureContext,
-): Promise<void> {
-  const { seconds, warmupSeconds, conns } = ctx.settings;
-  const timeoutMs = (seconds + warmupSeconds + 20) * 1000;
-  /** Arguments of a loadgen run of `mode` against the contender. */
-  const loadArgs = (
-    mode: string,
-    runSeconds: number,
-    uncountedSeconds: number,
-    ...extra: string[]
-  ) => [
+  mode: string,
+  runSeconds: number,
+  uncountedSeconds: number,
+  ...extra: string[]
+): string[] {
+  return [
     mode,
     "-p",
     String(contender.echoPort),
     "-c",
-    String(conns),
+    String(ctx.settings.conns),
     "-d",
     String(runSeconds),
     "-w",
     String(uncountedSeconds),
     ...extra,
   ];
-  const shortConnArgs = ["-s", "16", "-S", String(SOURCE_ADDRESSES)];
+}
 
-  // anyport's JIT compiler needs a few seconds of load. In its first second
-  // it spent 150-195 µs of CPU per short connection, and 90-105 µs from the
-  // fifth second on, while HAProxy stayed at 92-132 µs. So every freshly
-  // started proxy first gets short connections that are not counted.
+const SHORT_CONN_ARGS = ["-s", "16", "-S", String(SOURCE_ADDRESSES)];
+
+/**
+ * Runs short connections through a freshly started proxy without counting
+ * them, then clears the TIME_WAIT sockets they left.
+ *
+ * anyport's JIT compiler needs a few seconds of load. In its first second
+ * it spent 150-195 µs of CPU per short connection, and 90-105 µs from the
+ * fifth second on, while HAProxy stayed at 92-132 µs. So every proxy gets
+ * the same uncounted load before its first measurement.
+ */
+export async function warmUp(
+  contender: Contender,
+  row: RowResult,
+  ctx: MeasureContext,
+): Promise<void> {
   const warmSeconds = ctx.settings.startWarmupSeconds ?? 0;
   if (warmSeconds > 0) {
     await runJson(
       ctx.loadgen,
-      loadArgs("conn", warmSeconds, 0, ...shortConnArgs),
+      loadArgs(contender, ctx, "conn", warmSeconds, 0, ...SHORT_CONN_ARGS),
       (warmSeconds + 20) * 1000,
     );
   }
-  // Cleared after the warm-up too, so that every row's measurement starts
-  // without TIME_WAIT sockets.
+  const leftover = await clearTimeWait();
+  if (leftover !== undefined) row.problems.push(leftover);
+}
+
+/**
+ * Measures one slice: short connections, then ping-pong, each for
+ * `settings.seconds` after `settings.warmupSeconds` that are not counted.
+ * The figures go to `row` under the number `slice`.
+ */
+export async function measureSlice(
+  contender: Contender,
+  row: RowResult,
+  ctx: MeasureContext,
+  slice: number,
+): Promise<void> {
+  const { seconds, warmupSeconds } = ctx.settings;
+  const timeoutMs = (seconds + warmupSeconds + 20) * 1000;
+  // Every slice of short connections starts without TIME_WAIT sockets, so
+  // that it does not depend on the slices before it.
   const leftover = await clearTimeWait();
   if (leftover !== undefined) row.problems.push(leftover);
   const conn = checkOps(
     await runJson(
       ctx.loadgen,
-      loadArgs("conn", seconds, warmupSeconds, ...shortConnArgs),
+      loadArgs(
+        contender,
+        ctx,
+        "conn",
+        seconds,
+        warmupSeconds,
+        ...SHORT_CONN_ARGS,
+      ),
       timeoutMs,
     ),
   );
   record(
     row,
-    ctx.round,
+    slice,
     "connPerSec",
     Number(conn.ops_per_sec),
     Number(conn.errors),
@@ -153,42 +190,43 @@ async function measureLoad(
   const ping = checkOps(
     await runJson(
       ctx.loadgen,
-      loadArgs("pingpong", seconds, warmupSeconds, "-s", "64"),
+      loadArgs(contender, ctx, "pingpong", seconds, warmupSeconds, "-s", "64"),
       timeoutMs,
     ),
   );
   record(
     row,
-    ctx.round,
+    slice,
     "msgPerSec",
     Number(ping.ops_per_sec),
     Number(ping.errors),
   );
-  record(row, ctx.round, "p50Us", Number(ping.p50_us));
-  record(row, ctx.round, "p99Us", Number(ping.p99_us));
-
-  const bulk = await runBulk(contender.bulkPort, ctx);
-  record(row, ctx.round, "bulkGbitPerSec", bulk);
+  record(row, slice, "p50Us", Number(ping.p50_us));
+  record(row, slice, "p99Us", Number(ping.p99_us));
 }
 
-/** Runs iperf3 once through `port` and returns the received Gbit/s. */
-async function runBulk(port: number, ctx: MeasureContext): Promise<number> {
-  const { seconds, warmupSeconds } = ctx.settings;
+/** Runs iperf3 once through `contender` and records the received Gbit/s. */
+export async function measureBulk(
+  contender: Contender,
+  row: RowResult,
+  ctx: MeasureContext,
+): Promise<void> {
+  const seconds = ctx.settings.bulkSeconds ?? ctx.settings.seconds;
   const args = [
     "--client",
     "127.0.0.1",
     "--port",
-    String(port),
+    String(contender.bulkPort),
     "--time",
     String(seconds),
     "--omit",
-    String(warmupSeconds),
+    String(BULK_OMIT_SECONDS),
     "--json",
   ];
   const report = await runJson(
     "iperf3",
     args,
-    (seconds + warmupSeconds + 20) * 1000,
+    (seconds + BULK_OMIT_SECONDS + 20) * 1000,
   );
   const end = report.end as
     | { sum_received?: { bits_per_second?: number } }
@@ -199,7 +237,7 @@ async function runBulk(port: number, ctx: MeasureContext): Promise<number> {
       `Cannot read the iperf3 result: ${JSON.stringify(report.error ?? "")}`,
     );
   }
-  return bits / 1e9;
+  record(row, ctx.round, "bulkGbitPerSec", bits / 1e9);
 }
 
 /** Reads one line from the start of `stream`. */
@@ -219,8 +257,8 @@ async function measureIdle(
   row: RowResult,
   ctx: MeasureContext,
 ): Promise<void> {
-  const { idleConns, warmupSeconds } = ctx.settings;
-  await sleep(warmupSeconds * 1000);
+  const { idleConns } = ctx.settings;
+  await sleep(SETTLE_MS);
   const before = treeRssKiB(proxy.pid);
   const holder = new Deno.Command(ctx.loadgen, {
     args: ["idle", "-p", String(port), "-c", String(idleConns)],
@@ -236,7 +274,7 @@ async function measureIdle(
         `Cannot hold ${idleConns} idle connections: loadgen printed ${line}`,
       );
     }
-    await sleep(warmupSeconds * 1000);
+    await sleep(SETTLE_MS);
     const after = treeRssKiB(proxy.pid);
     record(row, ctx.round, "rssMiB", before / 1024);
     record(row, ctx.round, "idleKiBPerConn", (after - before) / idleConns);
@@ -246,7 +284,11 @@ async function measureIdle(
   }
 }
 
-async function stopProxy(proxy: Service, row: RowResult): Promise<void> {
+/** Stops `proxy`, noting in `row` an exit that was not clean. */
+export async function stopProxy(
+  proxy: Service,
+  row: RowResult,
+): Promise<void> {
   const { status, killed } = await proxy.stop();
   if (killed) {
     row.problems.push(`${proxy.name} needed SIGKILL to stop`);
@@ -259,7 +301,7 @@ async function stopProxy(proxy: Service, row: RowResult): Promise<void> {
 }
 
 /** Starts the row's proxy, if any, and waits until it accepts. */
-async function startProxy(
+export async function startProxy(
   contender: Contender,
   ctx: MeasureContext,
 ): Promise<Service | undefined> {
@@ -280,42 +322,19 @@ async function startProxy(
 }
 
 /**
- * Runs one round on `contender` and appends its figures to `row`. A failed
- * measurement is appended to `row.problems` instead of being thrown.
+ * Measures memory on a fresh process of `contender`'s proxy, so that the
+ * figures do not depend on earlier load, and appends them to `row`.
  */
-export async function measureRow(
+export async function measureMemory(
   contender: Contender,
   row: RowResult,
   ctx: MeasureContext,
 ): Promise<void> {
-  const fail = (error: unknown) => {
-    const message = error instanceof Error ? error.message : String(error);
-    row.problems.push(message);
-    ctx.log(`${contender.label}: ${message}`);
-  };
-
+  const proxy = await startProxy(contender, ctx);
+  if (!proxy) return;
   try {
-    const proxy = await startProxy(contender, ctx);
-    try {
-      await measureLoad(contender, row, ctx);
-      if (proxy) row.threads = treeThreads(proxy.pid);
-    } finally {
-      if (proxy) await stopProxy(proxy, row);
-    }
-  } catch (error) {
-    fail(error);
-  }
-  if (!contender.start) return;
-
-  // A fresh process, so that the memory figures do not depend on the load.
-  try {
-    const proxy = await startProxy(contender, ctx);
-    try {
-      await measureIdle(proxy!, contender.echoPort, row, ctx);
-    } finally {
-      await stopProxy(proxy!, row);
-    }
-  } catch (error) {
-    fail(error);
+    await measureIdle(proxy, contender.echoPort, row, ctx);
+  } finally {
+    await stopProxy(proxy, row);
   }
 }

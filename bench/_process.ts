@@ -80,6 +80,22 @@ export class Service {
   }
 
   /**
+   * Stops (`SIGSTOP`) or continues (`SIGCONT`) the process and its
+   * descendants. A stopped proxy uses no CPU while another one is measured.
+   */
+  signalTree(signal: "SIGSTOP" | "SIGCONT"): void {
+    if (this.#exited) return;
+    for (const pid of processTree(this.pid)) {
+      try {
+        Deno.kill(pid, signal);
+      } catch (error) {
+        // A descendant may exit between the listing and the signal.
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+      }
+    }
+  }
+
+  /**
    * Sends SIGTERM and waits for the exit, sending SIGKILL after
    * {@linkcode STOP_TIMEOUT_MS}.
    *
@@ -95,6 +111,8 @@ export class Service {
 
   async #terminate(): Promise<{ status: Deno.CommandStatus; killed: boolean }> {
     if (this.#exited) return { status: this.#exited, killed: false };
+    // A stopped process would keep SIGTERM pending.
+    this.signalTree("SIGCONT");
     this.#child.kill("SIGTERM");
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<"timeout">((resolve) => {

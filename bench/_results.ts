@@ -17,16 +17,26 @@ export interface MachineInfo {
 
 /** Settings of one run. */
 export interface RunSettings {
-  /** Length of each timed measurement, in seconds. */
+  /**
+   * Length of each timed slice of short connections or ping-pong, in
+   * seconds (of each load measurement in older results).
+   */
   seconds: number;
-  /** Warm-up before each load measurement, not counted, in seconds. */
+  /** Warm-up before each slice, not counted, in seconds. */
   warmupSeconds: number;
+  /**
+   * Slices of short connections and ping-pong per row and round, taken by
+   * the rows in turn. Missing in older results, which had one per round.
+   */
+  slices?: number;
+  /** Length of each bulk run, in seconds. Missing in older results. */
+  bulkSeconds?: number;
   /**
    * Short connections run through each freshly started proxy before its
    * measurements, not counted, in seconds. Missing in older results.
    */
   startWarmupSeconds?: number;
-  /** Rounds over all rows. Each figure is the median over rounds. */
+  /** Rounds over all rows. Each figure is the median over rounds or slices. */
   rounds: number;
   /** Concurrent clients for short connections and ping-pong. */
   conns: number;
@@ -122,8 +132,9 @@ export interface RowResult {
   threads?: number;
   runs: Partial<Record<MetricId, number[]>>;
   /**
-   * Round of each value in `runs`, in the same order, so that a ratio can
-   * compare two rows within one round. Missing in older results files.
+   * Round of each value in `runs`, or slice for the figures measured in
+   * slices (numbered across rounds), in the same order, so that a ratio can
+   * compare two rows measured together. Missing in older results files.
    */
   rounds?: Partial<Record<MetricId, number[]>>;
   /** Failed connections per metric, summed over rounds. */

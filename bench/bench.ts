@@ -6,8 +6,9 @@
  * bench/run.sh runs this inside a fresh network namespace after building
  * the C tools; running it directly would load the host's loopback.
  *
- * Environment: BENCH_SECONDS (default 5), BENCH_ROUNDS (default 7),
- * BENCH_ONLY (comma-separated row ids, for trying out the harness).
+ * Environment: BENCH_SECONDS (length of a slice, default 2), BENCH_SLICES
+ * (slices per round, default 4), BENCH_ROUNDS (default 5), BENCH_ONLY
+ * (comma-separated row ids, for trying out the harness).
  *
  * @module
  */
@@ -24,7 +25,8 @@ import {
   startAnyport,
 } from "./_contenders.ts";
 import { runJson, Service, sleep, treeRssKiB } from "./_process.ts";
-import { measureRow, waitReady } from "./_measure.ts";
+import { waitReady } from "./_measure.ts";
+import { measureRound } from "./_round.ts";
 import { readMachineInfo } from "./_machine.ts";
 import type {
   Results,
@@ -41,6 +43,8 @@ const RESULTS_DIR = `${BENCH_DIR}results`;
 
 /** First port of the start-up measurement's range. */
 const STARTUP_FIRST_PORT = 20_000;
+/** Time given to RSS to settle after start-up, in ms. */
+const STARTUP_SETTLE_MS = 1_000;
 /** Time anyport gets to accept on every port, in seconds. */
 const STARTUP_TIMEOUT_SECONDS = 60;
 
@@ -57,10 +61,12 @@ function readSettings(): RunSettings {
     return value;
   };
   return {
-    seconds: number("BENCH_SECONDS", 5, 60),
-    warmupSeconds: 1,
+    seconds: number("BENCH_SECONDS", 2, 60),
+    warmupSeconds: 0.5,
     startWarmupSeconds: 4,
-    rounds: Math.round(number("BENCH_ROUNDS", 7, 9)),
+    slices: Math.round(number("BENCH_SLICES", 4, 20)),
+    bulkSeconds: 5,
+    rounds: Math.round(number("BENCH_ROUNDS", 5, 9)),
     conns: 32,
     idleConns: 5_000,
     startupPorts: 10_000,
@@ -165,25 +171,20 @@ async function measureRows(
     problems: [],
   }));
   for (let round = 1; round <= settings.rounds; round++) {
-    // Every other round runs the rows in reverse order, so that a machine
+    // Every other round starts the rows in reverse order, so that a machine
     // that slows down or speeds up during the run favours no row.
     const order = measureOrder(contenders);
     if (round % 2 === 0) order.reverse();
-    for (const [i, contender] of order) {
-      const row = rows[i]!;
-      if (row.skipped) continue;
-      progress(`round ${round}/${settings.rounds}: ${contender.label}`);
-      await backends.ensure();
-      await measureRow(contender, row, {
-        loadgen: LOADGEN,
-        dir,
-        settings,
-        round,
-        log: progress,
-      });
-      if (round === 1 && Object.keys(row.runs).length === 0) {
+    await measureRound(
+      order.map(([i, contender]) => ({ contender, row: rows[i]! })),
+      { loadgen: LOADGEN, dir, settings, round, log: progress },
+      () => backends.ensure(),
+    );
+    if (round === 1) {
+      for (const row of rows) {
+        if (row.skipped || Object.keys(row.runs).length > 0) continue;
         row.skipped = row.problems.at(-1) ?? "no figures";
-        progress(`skipping ${contender.label}: ${row.skipped}`);
+        progress(`skipping ${row.label}: ${row.skipped}`);
       }
     }
   }
@@ -252,7 +253,7 @@ async function measureStartupOnce(
   const step = settings.startupProbeStep;
   const sample = await probe(proxy, first, ports, step, 8);
   const startupMs = Number(sample.done_epoch_ms) - proxy.spawnedAt;
-  await sleep(settings.warmupSeconds * 1000);
+  await sleep(STARTUP_SETTLE_MS);
   const rssMiB = treeRssKiB(proxy.pid) / 1024;
 
   if (sample.ready !== sample.ports) {

@@ -17,6 +17,7 @@ import {
   type Results,
   roundRatios,
   type RowResult,
+  type RunSettings,
   type StartupResult,
 } from "./_results.ts";
 
@@ -119,10 +120,15 @@ function roundTable(results: Results): string[] {
     ]);
   if (rows.length === 0) return [];
   return [
-    "## Ratios in each round",
+    results.settings.slices
+      ? "## Ratios in each slice"
+      : "## Ratios in each round",
     "",
-    "The ratio of each row to the baseline within each round, in round " +
-    "order; the tables above give their median.",
+    results.settings.slices
+      ? "The ratio of each row to the baseline within each slice (within " +
+        "each round for bulk), in order; the tables above give their median."
+      : "The ratio of each row to the baseline within each round, in round " +
+        "order; the tables above give their median.",
     "",
     ...table(["Row", ...LOAD_METRICS.map((id) => metric(id).title)], rows),
     "",
@@ -173,16 +179,28 @@ function machineSection(results: Results): string[] {
   ];
 }
 
-function methodSection(results: Results): string[] {
-  const s = results.settings;
-  return [
-    "## Method",
-    "",
-    "`bench/run.sh` creates a network namespace and runs everything on its " +
-    "loopback interface, one proxy at a time, against the same backends: " +
-    "a single-threaded epoll echo server (`bench/echo.c`) and `iperf3 " +
-    "--server`. The load generator is `bench/loadgen.c` (epoll, one " +
-    "thread). Rows are measured in turn, with the baseline between the two " +
+/** How a run with slices measured (`bench/_round.ts`). */
+function slicedMethod(s: RunSettings): string {
+  return `Each of ${s.rounds} rounds starts every proxy afresh and gives it ` +
+    `${s.startWarmupSeconds ?? 0} s of short connections that are not ` +
+    "counted, because anyport's JIT compiler needs a few seconds of load " +
+    "to reach its speed. Then the rows take turns: " +
+    `${s.slices} slices per round, each ${s.seconds} s of short ` +
+    `connections and ${s.seconds} s of ping-pong after ` +
+    `${s.warmupSeconds} s that are not counted, in reverse order every ` +
+    "other slice, with the baseline between the two anyport rows. The " +
+    "proxies not being measured are stopped (SIGSTOP), so only one uses " +
+    "the CPU at a time. Short turns put every row into the same phases of " +
+    "a machine whose speed changes by itself for seconds at a time. Each " +
+    "figure is the median over all slices (over rounds for bulk and " +
+    "memory), and each ratio is the median of the ratios within a slice " +
+    `(within a round for bulk). Bulk runs ${s.bulkSeconds ?? s.seconds} s ` +
+    "per row and round.";
+}
+
+/** How a run without slices measured, for older results files. */
+function rowByRowMethod(s: RunSettings): string {
+  return "Rows are measured in turn, with the baseline between the two " +
     "anyport rows, and the whole set is repeated " +
     `${s.rounds} times, in reverse order every other time. Each figure is ` +
     "the median over those rounds. Each ratio is the median of the ratios " +
@@ -195,12 +213,26 @@ function methodSection(results: Results): string[] {
         `${s.startWarmupSeconds} s of short connections that are not ` +
         "counted, because anyport's JIT compiler needs a few seconds of " +
         "load to reach its speed (`bench/_measure.ts`)."
-      : ""),
+      : "");
+}
+
+function methodSection(results: Results): string[] {
+  const s = results.settings;
+  return [
+    "## Method",
+    "",
+    "`bench/run.sh` creates a network namespace and runs everything on its " +
+    "loopback interface, one proxy at a time, against the same backends: " +
+    "a single-threaded epoll echo server (`bench/echo.c`) and `iperf3 " +
+    "--server`. The load generator is `bench/loadgen.c` (epoll, one " +
+    "thread). " +
+    (s.slices ? slicedMethod(s) : rowByRowMethod(s)),
     "",
     `- **Short connections:** ${s.conns} clients each loop over connect, ` +
     "send 16 bytes, receive them back, close. Before it, `ss -K` closes " +
-    "the TIME_WAIT sockets that earlier rows left, so every row starts from " +
-    "the same state (`bench/_time_wait.ts` says why that matters).",
+    "the TIME_WAIT sockets that earlier measurements left, so every one " +
+    "starts from the same state (`bench/_time_wait.ts` says why that " +
+    "matters).",
     `- **Ping-pong:** ${s.conns} persistent connections each send 64 bytes ` +
     "and wait for the echo before sending again. Latency is the round " +
     "trip seen by the load generator, in 1 µs buckets.",
@@ -278,7 +310,7 @@ export function renderReport(results: Results): string {
     "anyport against HAProxy and nginx as TCP proxies on one machine, all " +
     "measured in one run so that the ratios hold even when the machine is " +
     `noisy. Each cell is a median followed by its ratio to *${baseLabel}* ` +
-    "(the median of the ratios within each round). " +
+    "(the median of the ratios within each slice or round). " +
     "↑ marks figures where higher is better and ↓ where lower is better.",
     "",
     `![Benchmark chart: every figure relative to ${baseLabel}](${CHART_NAME})`,

@@ -4,7 +4,8 @@
 # namespace, so all traffic stays on a private loopback interface.
 #
 # Usage: bench/run.sh (or deno task bench), as root.
-# Environment: BENCH_SECONDS, BENCH_ROUNDS, BENCH_ONLY (see bench/bench.ts).
+# Environment: BENCH_SECONDS, BENCH_SLICES, BENCH_ROUNDS, BENCH_ONLY (see
+# bench/bench.ts).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ fi
 
 if [[ ${BENCH_IN_NAMESPACE:-} == 1 ]]; then
 	ip link set lo up
-	# Ephemeral ports stay clear of the proxy ports (15001-15002) and the
+	# Ephemeral ports stay clear of the proxy ports (15001-15042) and the
 	# start-up range (20000-29999); TIME_WAIT four-tuples are reused.
 	sysctl -qw net.ipv4.ip_local_port_range="30000 65535"
 	sysctl -qw net.ipv4.tcp_tw_reuse=1
