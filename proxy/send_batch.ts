@@ -30,7 +30,11 @@ export class SendBatch {
    * free until `queue` is called.
    */
   buffer(): Uint8Array | undefined {
-    if (!this.#loop.dispatching) return undefined;
+    // Checked here rather than left to an index past the end: optimized
+    // code that never met that index was thrown away when it came.
+    if (!this.#loop.dispatching || this.#used === this.#buffers.length) {
+      return undefined;
+    }
     return this.#buffers[this.#used];
   }
 
