@@ -32,8 +32,9 @@ export interface RunSettings {
   /** Length of each bulk run, in seconds. Missing in older results. */
   bulkSeconds?: number;
   /**
-   * Short connections run through each freshly started proxy before its
-   * measurements, not counted, in seconds. Missing in older results.
+   * Load run through each freshly started proxy before its measurements,
+   * not counted, in seconds: short connections only in older results, and
+   * short connections and ping-pong with slices. Missing in older results.
    */
   startWarmupSeconds?: number;
   /** Rounds over all rows. Each figure is the median over rounds or slices. */

@@ -63,7 +63,7 @@ function readSettings(): RunSettings {
   return {
     seconds: number("BENCH_SECONDS", 2, 60),
     warmupSeconds: 0.5,
-    startWarmupSeconds: 4,
+    startWarmupSeconds: 8,
     slices: Math.round(number("BENCH_SLICES", 4, 20)),
     bulkSeconds: 5,
     rounds: Math.round(number("BENCH_ROUNDS", 5, 9)),
