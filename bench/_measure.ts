@@ -14,7 +14,7 @@ export interface MeasureContext {
   /** Directory for config files. */
   dir: string;
   settings: RunSettings;
-  /** Number of the current round, from 1. */
+  /** Number of the current round, from 1, or 0 during the warm-up. */
   round: number;
   log: (message: string) => void;
 }
@@ -123,7 +123,7 @@ function loadArgs(
 const SHORT_CONN_ARGS = ["-s", "16", "-S", String(SOURCE_ADDRESSES)];
 
 /** Times that the warm-up starts and stops each kind of load. */
-const WARM_UP_CYCLES = 2;
+const WARM_UP_CYCLES = 4;
 
 /**
  * Runs short connections and ping-pong through a freshly started proxy

@@ -1,8 +1,9 @@
 /**
- * One round over every row. Each proxy starts afresh and gets its warm-up.
- * Then the rows take turns in short slices of load, and every proxy that is
- * not being measured is stopped (SIGSTOP). Then each row runs bulk once.
- * Last, each proxy gets a fresh process for the memory figures.
+ * The proxies of a run and the rounds measured on them. Each proxy starts
+ * once and gets its warm-up. In each round the rows take turns in short
+ * slices of load, and every proxy that is not being measured is stopped
+ * (SIGSTOP). Then each row runs bulk once. Memory is measured apart, on
+ * fresh processes.
  *
  * The turns are short because this kind of machine changes speed on its
  * own: on a 2-core VM the row without a proxy ran at 185k round trips per
@@ -10,6 +11,12 @@
  * one after another for 5 s each caught those phases at random, and single
  * ratios to the baseline spread from 0.75x to 1.46x. Slices of a few seconds,
  * taken in turn, put every row into the same phases.
+ *
+ * The proxies run for the whole run, not one round, because anyport kept
+ * getting faster for about 20 s of load after its start. With a fresh
+ * process per round and 8 s of warm-up, its first two slices of short
+ * connections in each round did a median 12.0k per second and its last two
+ * 14.6k, while HAProxy did 14.3k and 14.2k.
  */
 import type { Contender } from "./_contenders.ts";
 import {
@@ -30,110 +37,151 @@ export interface RoundRow {
   row: RowResult;
 }
 
-/** A row whose proxy (if any) runs during the round. */
+/** A row whose proxy (if any) runs during the run. */
 interface Running extends RoundRow {
   proxy: Service | undefined;
-  /** True once the proxy has exited, so the row sits out the round. */
+  /** True once the proxy has exited, so the row sits out the rest. */
   exited: boolean;
 }
 
-/**
- * Measures one round of `rows`, in the order given. Failures are appended
- * to the row's problems instead of being thrown.
- *
- * @param ensureBackends restarts a backend that exited, before each step
- */
-export async function measureRound(
-  rows: readonly RoundRow[],
-  ctx: MeasureContext,
-  ensureBackends: () => Promise<void>,
-): Promise<void> {
-  const running: Running[] = [];
-  const { rounds, slices = 1 } = ctx.settings;
-  const where = `round ${ctx.round}/${rounds}`;
-  try {
-    for (const { contender, row } of rows) {
-      if (row.skipped) continue;
-      ctx.log(`${where}: starting ${contender.label}`);
-      try {
-        await ensureBackends();
-        const proxy = await startProxy(contender, ctx);
-        const entry = { contender, row, proxy, exited: false };
-        running.push(entry);
-        await warmUp(contender, row, ctx);
-        proxy?.signalTree("SIGSTOP");
-      } catch (error) {
-        fail(row, contender, ctx, error);
+/** The running proxies of every row. */
+export class RunningRows {
+  readonly #running: Running[];
+  readonly #ensureBackends: () => Promise<void>;
+
+  private constructor(
+    running: Running[],
+    ensureBackends: () => Promise<void>,
+  ) {
+    this.#running = running;
+    this.#ensureBackends = ensureBackends;
+  }
+
+  /**
+   * Starts the proxy of each row in `rows` and warms it up, then stops it
+   * with SIGSTOP. A row whose proxy fails to start gets the failure in its
+   * problems and sits out the run.
+   *
+   * @param ensureBackends restarts a backend that exited, before each step
+   */
+  static async start(
+    rows: readonly RoundRow[],
+    ctx: MeasureContext,
+    ensureBackends: () => Promise<void>,
+  ): Promise<RunningRows> {
+    const running: Running[] = [];
+    const started = new RunningRows(running, ensureBackends);
+    try {
+      for (const { contender, row } of rows) {
+        if (row.skipped) continue;
+        ctx.log(`starting ${contender.label}`);
+        try {
+          await ensureBackends();
+          const proxy = await startProxy(contender, ctx);
+          running.push({ contender, row, proxy, exited: false });
+          await warmUp(contender, row, ctx);
+          proxy?.signalTree("SIGSTOP");
+        } catch (error) {
+          fail(row, contender, ctx, error);
+        }
       }
+    } catch (error) {
+      await started.stop();
+      throw error;
     }
+    return started;
+  }
+
+  /**
+   * Measures one round: `settings.slices` slices of every row, then bulk.
+   * `reverse` takes the rows backwards.
+   */
+  async measureRound(ctx: MeasureContext, reverse: boolean): Promise<void> {
+    const { rounds, slices = 1 } = ctx.settings;
+    const where = `round ${ctx.round}/${rounds}`;
+    const rows = reverse ? [...this.#running].reverse() : this.#running;
     for (let slice = 1; slice <= slices; slice++) {
       // Every other slice takes the rows backwards, so that no row always
       // follows the same one.
-      const order = slice % 2 === 1 ? running : [...running].reverse();
+      const order = slice % 2 === 1 ? rows : [...rows].reverse();
       const sample = (ctx.round - 1) * slices + slice;
       for (const entry of order) {
         ctx.log(`${where}, slice ${slice}/${slices}: ${entry.contender.label}`);
-        await takeTurn(
+        await this.#takeTurn(
           entry,
           ctx,
-          ensureBackends,
           () => measureSlice(entry.contender, entry.row, ctx, sample),
         );
       }
     }
-    for (const entry of running) {
+    for (const entry of rows) {
       ctx.log(`${where}, bulk: ${entry.contender.label}`);
-      await takeTurn(entry, ctx, ensureBackends, async () => {
+      await this.#takeTurn(entry, ctx, async () => {
         await measureBulk(entry.contender, entry.row, ctx);
         if (entry.proxy) entry.row.threads = treeThreads(entry.proxy.pid);
       });
     }
-  } finally {
-    for (const { proxy, row } of running) {
+  }
+
+  /** Stops every proxy for good. */
+  async stop(): Promise<void> {
+    for (const { proxy, row } of this.#running) {
       if (proxy) await stopProxy(proxy, row);
     }
   }
 
+  /** Lets `entry`'s proxy run while `work` measures it, then stops it again. */
+  async #takeTurn(
+    entry: Running,
+    ctx: MeasureContext,
+    work: () => Promise<void>,
+  ): Promise<void> {
+    const { proxy, row, contender } = entry;
+    if (entry.exited || row.skipped) return;
+    if (proxy?.exited) {
+      entry.exited = true;
+      fail(
+        row,
+        contender,
+        ctx,
+        `${proxy.name} exited with code ${proxy.exited.code} during the ` +
+          `run: "${proxy.stderr}"`,
+      );
+      return;
+    }
+    proxy?.signalTree("SIGCONT");
+    try {
+      await this.#ensureBackends();
+      await work();
+    } catch (error) {
+      fail(row, contender, ctx, error);
+    } finally {
+      proxy?.signalTree("SIGSTOP");
+    }
+  }
+}
+
+/**
+ * Measures memory once per row of `rows` on a fresh process of its proxy.
+ * Runs after {@linkcode RunningRows.stop}: a second anyport in BPF mode
+ * would take the steered ports over from the first.
+ */
+export async function measureMemoryRound(
+  rows: readonly RoundRow[],
+  ctx: MeasureContext,
+  ensureBackends: () => Promise<void>,
+): Promise<void> {
   for (const { contender, row } of rows) {
     if (row.skipped || !contender.start) continue;
-    ctx.log(`${where}, memory: ${contender.label}`);
+    ctx.log(
+      `memory round ${ctx.round}/${ctx.settings.rounds}: ${contender.label}`,
+    );
     try {
       await ensureBackends();
       await measureMemory(contender, row, ctx);
     } catch (error) {
       fail(row, contender, ctx, error);
     }
-  }
-}
-
-/** Lets `entry`'s proxy run while `work` measures it, then stops it again. */
-async function takeTurn(
-  entry: Running,
-  ctx: MeasureContext,
-  ensureBackends: () => Promise<void>,
-  work: () => Promise<void>,
-): Promise<void> {
-  if (entry.exited) return;
-  const { proxy, row, contender } = entry;
-  if (proxy?.exited) {
-    entry.exited = true;
-    fail(
-      row,
-      contender,
-      ctx,
-      `${proxy.name} exited with code ${proxy.exited.code} during the ` +
-        `round: "${proxy.stderr}"`,
-    );
-    return;
-  }
-  proxy?.signalTree("SIGCONT");
-  try {
-    await ensureBackends();
-    await work();
-  } catch (error) {
-    fail(row, contender, ctx, error);
-  } finally {
-    proxy?.signalTree("SIGSTOP");
   }
 }
 

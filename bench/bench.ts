@@ -26,7 +26,7 @@ import {
 } from "./_contenders.ts";
 import { runJson, Service, sleep, treeRssKiB } from "./_process.ts";
 import { waitReady } from "./_measure.ts";
-import { measureRound } from "./_round.ts";
+import { measureMemoryRound, RunningRows } from "./_round.ts";
 import { readMachineInfo } from "./_machine.ts";
 import type {
   Results,
@@ -63,7 +63,7 @@ function readSettings(): RunSettings {
   return {
     seconds: number("BENCH_SECONDS", 2, 60),
     warmupSeconds: 0.5,
-    startWarmupSeconds: 8,
+    startWarmupSeconds: 20,
     slices: Math.round(number("BENCH_SLICES", 4, 20)),
     bulkSeconds: 5,
     rounds: Math.round(number("BENCH_ROUNDS", 5, 9)),
@@ -155,6 +155,15 @@ function measureOrder(contenders: Contender[]): [number, Contender][] {
   );
 }
 
+/** Marks the rows that got no figure at all as skipped, with the reason. */
+function skipRowsWithoutFigures(rows: RowResult[]): void {
+  for (const row of rows) {
+    if (row.skipped || Object.keys(row.runs).length > 0) continue;
+    row.skipped = row.problems.at(-1) ?? "no figures";
+    progress(`skipping ${row.label}: ${row.skipped}`);
+  }
+}
+
 async function measureRows(
   contenders: Contender[],
   settings: RunSettings,
@@ -170,23 +179,29 @@ async function measureRows(
     errors: {},
     problems: [],
   }));
-  for (let round = 1; round <= settings.rounds; round++) {
-    // Every other round starts the rows in reverse order, so that a machine
-    // that slows down or speeds up during the run favours no row.
-    const order = measureOrder(contenders);
-    if (round % 2 === 0) order.reverse();
-    await measureRound(
-      order.map(([i, contender]) => ({ contender, row: rows[i]! })),
-      { loadgen: LOADGEN, dir, settings, round, log: progress },
-      () => backends.ensure(),
-    );
-    if (round === 1) {
-      for (const row of rows) {
-        if (row.skipped || Object.keys(row.runs).length > 0) continue;
-        row.skipped = row.problems.at(-1) ?? "no figures";
-        progress(`skipping ${row.label}: ${row.skipped}`);
-      }
+  const order = measureOrder(contenders).map(([i, contender]) => ({
+    contender,
+    row: rows[i]!,
+  }));
+  const context = { loadgen: LOADGEN, dir, settings, log: progress };
+  const ensureBackends = () => backends.ensure();
+  const running = await RunningRows.start(
+    order,
+    { ...context, round: 0 },
+    ensureBackends,
+  );
+  try {
+    for (let round = 1; round <= settings.rounds; round++) {
+      // Every other round takes the rows in reverse order, so that a machine
+      // that slows down or speeds up during the run favours no row.
+      await running.measureRound({ ...context, round }, round % 2 === 0);
+      if (round === 1) skipRowsWithoutFigures(rows);
     }
+  } finally {
+    await running.stop();
+  }
+  for (let round = 1; round <= settings.rounds; round++) {
+    await measureMemoryRound(order, { ...context, round }, ensureBackends);
   }
   return rows;
 }

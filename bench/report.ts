@@ -181,11 +181,11 @@ function machineSection(results: Results): string[] {
 
 /** How a run with slices measured (`bench/_round.ts`). */
 function slicedMethod(s: RunSettings): string {
-  return `Each of ${s.rounds} rounds starts every proxy afresh and gives it ` +
+  return "Every proxy starts once for the run and first gets " +
     `${s.startWarmupSeconds ?? 0} s of short connections and ping-pong, ` +
-    "each started and stopped twice, that are not counted, because " +
-    "anyport's JIT compiler needs several seconds of load, and the first " +
-    "end of a load, to reach its speed. Then the rows take turns: " +
+    "each started and stopped several times, that are not counted, " +
+    "because anyport's JIT compiler needs that much load to reach its " +
+    `speed. Then, in each of ${s.rounds} rounds, the rows take turns: ` +
     `${s.slices} slices per round, each ${s.seconds} s of short ` +
     `connections and ${s.seconds} s of ping-pong after ` +
     `${s.warmupSeconds} s that are not counted, in reverse order every ` +
