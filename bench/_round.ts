@@ -79,8 +79,13 @@ export class RunningRows {
           await ensureBackends();
           const proxy = await startProxy(contender, ctx);
           running.push({ contender, row, proxy, exited: false });
-          await warmUp(contender, row, ctx);
-          proxy?.signalTree("SIGSTOP");
+          try {
+            await warmUp(contender, row, ctx);
+          } finally {
+            // Stopped even after a failed warm-up, so that it cannot take
+            // CPU from the rows measured next.
+            proxy?.signalTree("SIGSTOP");
+          }
         } catch (error) {
           fail(row, contender, ctx, error);
         }
