@@ -293,6 +293,18 @@ async function measureStartupOnce(
   progress(`${result.label}: ${startupMs} ms, ${rssMiB.toFixed(1)} MiB`);
 }
 
+/**
+ * Returns the message of `error`. A failure in `await using` cleanup wraps
+ * the first error, whose message would otherwise be lost.
+ */
+function describeError(error: unknown): string {
+  if (error instanceof SuppressedError) {
+    return `${describeError(error.suppressed)} (then, on cleanup: ` +
+      `${describeError(error.error)})`;
+  }
+  return error instanceof Error ? error.message : String(error);
+}
+
 async function measureStartup(
   settings: RunSettings,
   dir: string,
@@ -322,7 +334,7 @@ async function measureStartup(
         await backends.ensure();
         await measureStartupOnce(result, mode.bpf, dir, settings, round === 1);
       } catch (error) {
-        const message = error instanceof Error ? error.message : String(error);
+        const message = describeError(error);
         result.problems.push(message);
         progress(message);
         if (round === 1) result.skipped = message;
