@@ -23,6 +23,25 @@ import {
 
 const LOCALHOST_V4 = [parsePrefix("127.0.0.1/32")];
 
+/**
+ * Runs `body` with the kernel setting at `path` set to `value`, then puts
+ * the old value back. The settings belong to the test's network namespace,
+ * so the host keeps its own.
+ */
+async function withSetting(
+  path: string,
+  value: string,
+  body: () => Promise<void>,
+): Promise<void> {
+  const original = Deno.readTextFileSync(path);
+  Deno.writeTextFileSync(path, value);
+  try {
+    await body();
+  } finally {
+    Deno.writeTextFileSync(path, original);
+  }
+}
+
 Deno.test(
   "BpfFrontend.apply() steers 2,000 ports to their apps",
   NEEDS_ROOT,
@@ -113,37 +132,35 @@ Deno.test(
   NEEDS_ROOT,
   async () => {
     using root = new TestPinRoot();
-    // A setting of the test's network namespace, so the host keeps its own.
-    const setting = "/proc/sys/net/ipv4/ip_local_port_range";
-    const original = Deno.readTextFileSync(setting);
-    Deno.writeTextFileSync(setting, "40100 40103");
-    try {
-      // Connections closed by the client first leave TIME_WAIT sockets on
-      // 127.0.0.1 that take every port of the range.
-      using listener = Deno.listen({ hostname: "127.0.0.1", port: 30180 });
-      for (let i = 0; i < 4; i++) {
-        const client = await Deno.connect({
-          hostname: "127.0.0.1",
-          port: listener.addr.port,
-        });
-        const accepted = await listener.accept();
-        client.close();
-        await accepted.read(new Uint8Array(1));
-        accepted.close();
-      }
-      assert.throws(
-        () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
-        Deno.errors.AddrInUse,
-      );
+    await withSetting(
+      "/proc/sys/net/ipv4/ip_local_port_range",
+      "40100 40103",
+      async () => {
+        // Connections closed by the client first leave TIME_WAIT sockets on
+        // 127.0.0.1 that take every port of the range.
+        using listener = Deno.listen({ hostname: "127.0.0.1", port: 30180 });
+        for (let i = 0; i < 4; i++) {
+          const client = await Deno.connect({
+            hostname: "127.0.0.1",
+            port: listener.addr.port,
+          });
+          const accepted = await listener.accept();
+          client.close();
+          await accepted.read(new Uint8Array(1));
+          accepted.close();
+        }
+        assert.throws(
+          () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+          Deno.errors.AddrInUse,
+        );
 
-      await using server = new TestServer(root.path, LOCALHOST_V4);
-      await server.frontend.apply([{ first: 30170, last: 30170 }]);
-      assert.notEqual(server.frontend.addr.hostname, "127.0.0.1");
-      assert.match(server.frontend.addr.hostname, /^127\./);
-      assert.deepEqual(await request("127.0.0.1", 30170), "30170");
-    } finally {
-      Deno.writeTextFileSync(setting, original);
-    }
+        await using server = new TestServer(root.path, LOCALHOST_V4);
+        await server.frontend.apply([{ first: 30170, last: 30170 }]);
+        assert.notEqual(server.frontend.addr.hostname, "127.0.0.1");
+        assert.match(server.frontend.addr.hostname, /^127\./);
+        assert.deepEqual(await request("127.0.0.1", 30170), "30170");
+      },
+    );
   },
 );
 
@@ -184,11 +201,7 @@ Deno.test(
   NEEDS_ROOT,
   async () => {
     using root = new TestPinRoot();
-    // A setting of the test's network namespace, so the host keeps its own.
-    const setting = "/proc/sys/net/ipv6/bindv6only";
-    const original = Deno.readTextFileSync(setting);
-    Deno.writeTextFileSync(setting, "1");
-    try {
+    await withSetting("/proc/sys/net/ipv6/bindv6only", "1", async () => {
       await using server = new TestServer(root.path, [
         ...LOCALHOST_V4,
         parsePrefix("::1/128"),
@@ -197,9 +210,7 @@ Deno.test(
 
       assert.deepEqual(await request("127.0.0.1", 30250), "30250");
       assert.deepEqual(await request("::1", 30250), "30250");
-    } finally {
-      Deno.writeTextFileSync(setting, original);
-    }
+    });
   },
 );
 
