@@ -32,9 +32,9 @@ export interface RunSettings {
   /** Length of each bulk run, in seconds. Missing in older results. */
   bulkSeconds?: number;
   /**
-   * Load run through each freshly started proxy before its measurements,
-   * not counted, in seconds: short connections only in older results, and
-   * short connections and ping-pong with slices. Missing in older results.
+   * Uncounted load, in seconds, run through each proxy after its start:
+   * both loads with slices, short connections only in older results.
+   * Missing in the oldest results.
    */
   startWarmupSeconds?: number;
   /** Rounds over all rows. Each figure is the median over rounds or slices. */

@@ -179,17 +179,18 @@ function machineSection(results: Results): string[] {
   ];
 }
 
-/** How a run with slices measured (`bench/_round.ts`). */
+/** Returns the method text of a run measured in slices (`bench/_round.ts`). */
 function slicedMethod(s: RunSettings): string {
   return "Every proxy starts once for the run and first gets " +
     `${s.startWarmupSeconds ?? 0} s of short connections and ping-pong, ` +
     "each started and stopped several times, that are not counted, " +
     "because anyport's JIT compiler needs that much load to reach its " +
-    `speed. Then, in each of ${s.rounds} rounds, the rows take turns: ` +
-    `${s.slices} slices per round, each ${s.seconds} s of short ` +
-    `connections and ${s.seconds} s of ping-pong after ` +
-    `${s.warmupSeconds} s that are not counted, in reverse order every ` +
-    "other slice, with the baseline between the two anyport rows. The " +
+    `speed. Then, in each of ${s.rounds} rounds, the rows take turns in ` +
+    `${s.slices} slices. Each slice runs ${s.seconds} s of short ` +
+    `connections and ${s.seconds} s of ping-pong through one row, after ` +
+    `${s.warmupSeconds} s that are not counted. Every other slice takes the ` +
+    "rows in reverse order, and the baseline sits between the two anyport " +
+    "rows. The " +
     "proxies not being measured are stopped (SIGSTOP), so only one uses " +
     "the CPU at a time. Short turns put every row into the same phases of " +
     "a machine whose speed changes by itself for seconds at a time. Each " +
@@ -199,7 +200,7 @@ function slicedMethod(s: RunSettings): string {
     "per row and round.";
 }
 
-/** How a run without slices measured, for older results files. */
+/** Returns the method text of a run without slices, for older results files. */
 function rowByRowMethod(s: RunSettings): string {
   return "Rows are measured in turn, with the baseline between the two " +
     "anyport rows, and the whole set is repeated " +

@@ -30,8 +30,8 @@ export class SendBatch {
    * free until `queue` is called.
    */
   buffer(): Uint8Array | undefined {
-    // Checked here rather than left to an index past the end: optimized
-    // code that never met that index was thrown away when it came.
+    // An index past the end would also give undefined, but V8 drops the
+    // optimized caller the first time one is read.
     if (!this.#loop.dispatching || this.#used === this.#buffers.length) {
       return undefined;
     }
