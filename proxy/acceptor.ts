@@ -146,6 +146,7 @@ export class Acceptor {
 
   #onReady = (): void => {
     const symbols = net();
+    let checked = false;
     for (let i = 0; i < ACCEPTS_PER_TURN; i++) {
       addressLength[0] = SOCKADDR_SIZE;
       const fd = symbols.accept4(
@@ -158,6 +159,13 @@ export class Acceptor {
         const code = lastErrno();
         if (code === EAGAIN) return;
         if (CONNECTION_ERRNOS.has(code)) continue;
+        // errno may not be this call's own (see recvErrno in
+        // ffi/socket_errno.ts), so an error counts once a second accept
+        // fails too; an EAGAIN that read wrong then ends the turn.
+        if (!checked) {
+          checked = true;
+          continue;
+        }
         this.#failed(code);
         return;
       }

@@ -15,6 +15,7 @@ import {
   type Watched,
 } from "./event_loop.ts";
 import { type QueuedSend, type SendBatch, sendBatchOf } from "./send_batch.ts";
+import { recvErrno, sendErrno } from "../ffi/socket_errno.ts";
 
 /**
  * Size of the buffers that pipes read into, in bytes: the loop's send batch,
@@ -315,7 +316,7 @@ export class Pipe {
       const buffer = batched ?? shared;
       const n = symbols.recv(d.src.fd, buffer, READ_BUFFER_SIZE, 0);
       if (n < 0) {
-        const code = lastErrno();
+        const code = recvErrno(d.src.fd);
         if (!isRetry(code)) return this.#fail(d.from, code);
         d.src.readable = false;
         break;
@@ -367,7 +368,7 @@ export class Pipe {
   #send(d: Direction, buffer: Uint8Array, n: number): boolean {
     let written = net().send(d.dst.fd, buffer, n, MSG_NOSIGNAL);
     if (written < 0) {
-      const code = lastErrno();
+      const code = sendErrno(d.dst.fd);
       if (!isRetry(code)) {
         this.#fail(other(d.from), code);
         return false;
@@ -407,7 +408,7 @@ export class Pipe {
       MSG_NOSIGNAL,
     );
     if (written < 0) {
-      const code = lastErrno();
+      const code = sendErrno(d.dst.fd);
       if (!isRetry(code)) return code;
       d.dst.writable = false;
       return -1;

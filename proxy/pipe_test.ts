@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
 import { EventLoop, type Watched } from "./event_loop.ts";
 import { Pipe, type PipeResult } from "./pipe.ts";
-import { encodeSockAddr } from "./sockaddr.ts";
-import { findListenerFd } from "../ffi/socket_fd.ts";
+import { listenerFd, tcpPair } from "../ffi/_test_sockets.ts";
 import {
   closeWithReset,
   EFD_CLOEXEC,
@@ -11,41 +10,11 @@ import {
   MSG_NOSIGNAL,
   net,
   SHUT_WR,
-  SOCK_CLOEXEC,
-  SOCK_NONBLOCK,
-  SOCK_STREAM,
   socketError,
 } from "../ffi/net.ts";
 
-const AF_INET = 2;
 const ECONNRESET = 104;
 const encoder = new TextEncoder();
-
-/** Opens a connected loopback TCP pair as two nonblocking descriptors. */
-function tcpPair(listener: Deno.TcpListener, fd: number): [number, number] {
-  const symbols = net();
-  const out = symbols.socket(
-    AF_INET,
-    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-    0,
-  );
-  assert.ok(out >= 0, `socket failed with errno ${lastErrno()}`);
-  const address = encodeSockAddr(
-    new Uint8Array([127, 0, 0, 1]),
-    listener.addr.port,
-  );
-  // The loopback handshake completes within connect(2), though a
-  // nonblocking socket still reports EINPROGRESS.
-  symbols.connect(out, address, address.length);
-  const accepted = symbols.accept4(
-    fd,
-    null,
-    null,
-    SOCK_NONBLOCK | SOCK_CLOEXEC,
-  );
-  assert.ok(accepted >= 0, `accept4 failed with errno ${lastErrno()}`);
-  return [out, accepted];
-}
 
 /**
  * Opens the two connections of a pipe: the client's socket and its proxy
@@ -53,10 +22,9 @@ function tcpPair(listener: Deno.TcpListener, fd: number): [number, number] {
  */
 function openPipeSockets() {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const listenerFd = findListenerFd(listener);
-  assert.ok(listenerFd !== undefined, "no descriptor for the listener");
-  const [clientPeer, clientFd] = tcpPair(listener, listenerFd);
-  const [targetFd, targetPeer] = tcpPair(listener, listenerFd);
+  const fd = listenerFd(listener);
+  const [clientPeer, clientFd] = tcpPair(listener, fd);
+  const [targetFd, targetPeer] = tcpPair(listener, fd);
   return { listener, clientPeer, clientFd, targetFd, targetPeer };
 }
 
