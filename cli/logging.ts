@@ -6,6 +6,8 @@ import {
   type LogRecord,
 } from "@logtape/logtape";
 import { stderrSink } from "./stderr_sink.ts";
+import { accessLineWriter } from "./access_lines.ts";
+import { setAccessLineWriter } from "../proxy/access_log.ts";
 
 /** Log levels accepted by `--log-level`, from most to least verbose. */
 export const LOG_LEVELS: readonly LogLevel[] = [
@@ -25,22 +27,26 @@ export interface LoggingOptions {
   accessLog: boolean;
 }
 
+/** Formats a record as a text line: time, level, category and message. */
+export const formatTextLine = getTextFormatter({
+  timestamp: "rfc3339",
+  category: ".",
+  value: "bare",
+});
+
 /**
  * Sends every anyport log record at `level` or above to standard error.
  * Access lines (category `anyport.access`) can be turned off on their own.
+ * When they are on, they skip LogTape (see `proxy/access_log.ts`) and go to
+ * the same sink, formatted alike.
  */
 export async function setupLogging(options: LoggingOptions): Promise<void> {
-  const formatter = options.format === "json"
-    ? formatJsonLine
-    : getTextFormatter({
-      timestamp: "rfc3339",
-      category: ".",
-      value: "bare",
-    });
+  const formatter = options.format === "json" ? formatJsonLine : formatTextLine;
+  const sink = stderrSink(formatter);
   await configure({
     reset: true,
     sinks: {
-      stderr: stderrSink(formatter),
+      stderr: sink,
     },
     loggers: [
       { category: ["anyport"], lowestLevel: options.level, sinks: ["stderr"] },
@@ -57,6 +63,11 @@ export async function setupLogging(options: LoggingOptions): Promise<void> {
       },
     ],
   });
+  const accessLines = options.accessLog &&
+    LOG_LEVELS.indexOf(options.level) <= LOG_LEVELS.indexOf("info");
+  setAccessLineWriter(
+    accessLines ? accessLineWriter(options.format, sink.writeLine) : undefined,
+  );
 }
 
 /**

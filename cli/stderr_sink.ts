@@ -11,6 +11,15 @@ export const MAX_QUEUED_CHARS = 1024 * 1024;
 const EXIT_FLUSH_MS = 2000;
 
 /**
+ * A LogTape sink for standard error, which also takes lines formatted
+ * elsewhere.
+ */
+export type StderrSink = Sink & AsyncDisposable & {
+  /** Queues `line`, which ends with a line break, like a formatted record. */
+  writeLine(line: string): void;
+};
+
+/**
  * Builds a sink that writes log lines to standard error without ever
  * blocking the proxy.
  *
@@ -29,7 +38,7 @@ export function stderrSink(
   formatter: TextFormatter,
   write: (bytes: Uint8Array) => Promise<number> = (bytes) =>
     Deno.stderr.write(bytes),
-): Sink & AsyncDisposable {
+): StderrSink {
   const encoder = new TextEncoder();
   let queue: string[] = [];
   let queued = 0;
@@ -63,9 +72,8 @@ export function stderrSink(
     draining = undefined;
   };
 
-  const sink = (record: LogRecord) => {
+  const writeLine = (line: string) => {
     if (broken) return;
-    const line = formatter(record);
     if (queued + line.length > MAX_QUEUED_CHARS) {
       dropped++;
       return;
@@ -73,6 +81,10 @@ export function stderrSink(
     queue.push(line);
     queued += line.length;
     draining ??= drain();
+  };
+
+  const sink = (record: LogRecord) => {
+    if (!broken) writeLine(formatter(record));
   };
 
   const flush = async () => {
@@ -91,7 +103,7 @@ export function stderrSink(
     clearTimeout(timer);
   };
 
-  return Object.assign(sink, { [Symbol.asyncDispose]: flush });
+  return Object.assign(sink, { [Symbol.asyncDispose]: flush, writeLine });
 }
 
 function droppedRecord(count: number): LogRecord {

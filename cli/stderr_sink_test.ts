@@ -120,3 +120,14 @@ Deno.test("stderrSink flushes its queue on dispose", async () => {
   await sink[Symbol.asyncDispose]();
   assert.deepEqual(written, ["info one\n", "info two\n"]);
 });
+
+Deno.test("stderrSink writes formatted lines in turn with records", async () => {
+  const writer = new HeldWriter();
+  await using sink = stderrSink(formatter, writer.write);
+  sink(record("a"));
+  sink.writeLine("already formatted\n");
+  sink(record("b"));
+  await turns();
+  assert.deepEqual(writer.writes, ["info a\nalready formatted\ninfo b\n"]);
+  writer.release();
+});

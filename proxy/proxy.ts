@@ -28,9 +28,9 @@ import type { SocketAddress } from "./sockaddr.ts";
 import { type LoopedTarget, SelfConnections } from "./self_connect.ts";
 import { parseAddress } from "./prefix.ts";
 import { reachesProxy } from "./loop_check.ts";
+import { accessLogEnabled, writeAccessLine } from "./access_log.ts";
 
 const log = getLogger(["anyport"]);
-const accessLog = getLogger(["anyport", "access"]);
 const limiter = new LogRateLimiter();
 
 /** Chain of a connection from outside the proxy; see {@linkcode Session.chain}. */
@@ -288,7 +288,7 @@ export class Proxy {
     if (app.full) {
       closeWithReset(fd);
       this.#logAppFull(app);
-      if (accessLog.isEnabledFor("info")) {
+      if (accessLogEnabled()) {
         writeAccessLine({
           client: peer?.label ?? "-",
           destination: local?.label,
@@ -457,7 +457,7 @@ export class Proxy {
     end: string,
     pipe?: PipeResult,
   ) {
-    if (!accessLog.isEnabledFor("info")) return;
+    if (!accessLogEnabled()) return;
     writeAccessLine({
       client: session.clientLabel,
       destination: session.local?.label,
@@ -597,36 +597,6 @@ function buildApps(
     );
   }
   return apps;
-}
-
-/** The fields of one access line. */
-interface AccessLine {
-  client: string;
-  /** Original destination, where the frontend reports it (BPF mode). */
-  destination: string | undefined;
-  app: string;
-  port: number;
-  target: string;
-  end: string;
-  sent: number;
-  received: number;
-  durationMs: number;
-}
-
-/** Logs the line of one finished or refused client connection. */
-function writeAccessLine(line: AccessLine): void {
-  const { destination, ...rest } = line;
-  if (destination === undefined) {
-    accessLog.info(
-      "{client} -> {app}:{port} via {target}: {end}, {sent} B sent, {received} B received, {durationMs} ms",
-      rest,
-    );
-  } else {
-    accessLog.info(
-      "{client} -> {destination} ({app}) via {target}: {end}, {sent} B sent, {received} B received, {durationMs} ms",
-      { destination, ...rest },
-    );
-  }
 }
 
 /** Returns whether two addresses are the same, however they are spelled. */

@@ -139,6 +139,32 @@ Deno.test("anyport logs a named target's address", async () => {
   );
 });
 
+Deno.test("anyport writes access lines as JSON", async () => {
+  await using target = echoServer();
+  const [port] = freePorts(1);
+  const path = await writeConfigFile({
+    ...FAST_SETTINGS,
+    Apps: [{ Name: "a", Ports: [port], Targets: [target.target] }],
+  });
+  await using proxy = new ProxyProcess(path, ["--log-format", "json"]);
+  await waitFor(() => accepts(port!), 10_000, "proxy to accept");
+
+  assert.equal(await roundTrip(port!, "json"), "json");
+
+  // The probe that waited for the proxy has an access line of its own.
+  await proxy.waitForLog(/"logger":"anyport\.access".*"sent":4/);
+  const line = proxy.stderr.split("\n").find((text) =>
+    text.includes('"logger":"anyport.access"') && text.includes('"sent":4')
+  );
+  assert.ok(line !== undefined, proxy.stderr);
+  const parsed = JSON.parse(line);
+  assert.equal(parsed.level, "INFO");
+  assert.match(parsed.message, new RegExp(`-> a:${port} via .*: closed, 4 B`));
+  assert.equal(parsed.properties.app, "a");
+  assert.equal(parsed.properties.port, port);
+  assert.equal(parsed.properties.received, 4);
+});
+
 Deno.test("anyport logs no resumed accepts while it stops", async () => {
   await using target = echoServer();
   const [port] = freePorts(1);
