@@ -52,23 +52,21 @@ async function logTapeRecords(): Promise<LogRecord[]> {
   return records;
 }
 
-Deno.test("textAccessLine() reads as LogTape's text line", async () => {
-  const records = await logTapeRecords();
-  assert.equal(records.length, lines.length);
-  records.forEach((record, i) => {
-    const stamp = new Date(record.timestamp).toISOString();
-    assert.equal(textAccessLine(lines[i]!, stamp), formatTextLine(record));
-  });
-});
+const formats = [
+  ["textAccessLine", "text", textAccessLine, formatTextLine],
+  ["jsonAccessLine", "JSON", jsonAccessLine, formatJsonLine],
+] as const;
 
-Deno.test("jsonAccessLine() reads as LogTape's JSON line", async () => {
-  const records = await logTapeRecords();
-  assert.equal(records.length, lines.length);
-  records.forEach((record, i) => {
-    const stamp = new Date(record.timestamp).toISOString();
-    assert.equal(jsonAccessLine(lines[i]!, stamp), formatJsonLine(record));
+for (const [name, kind, render, logTapeFormat] of formats) {
+  Deno.test(`${name}() reads as LogTape's ${kind} line`, async () => {
+    const records = await logTapeRecords();
+    assert.equal(records.length, lines.length);
+    records.forEach((record, i) => {
+      const stamp = new Date(record.timestamp).toISOString();
+      assert.equal(render(lines[i]!, stamp), logTapeFormat(record));
+    });
   });
-});
+}
 
 Deno.test("accessLineWriter() writes one line per access", () => {
   const written: string[] = [];
