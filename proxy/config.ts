@@ -16,6 +16,7 @@ import { reachesProxy } from "./loop_check.ts";
 import { PortIndex } from "./router.ts";
 import { MAX_CONNECTIONS } from "./connection_limit.ts";
 import { parseTarget, type TargetAddress } from "./target.ts";
+import { CONTROL, quoted } from "./quote.ts";
 
 /** One customer app: the ports it owns and the targets that serve it. */
 export interface AppConfig {
@@ -36,32 +37,6 @@ export interface Config {
 }
 
 const APP_KEYS = ["Name", "Ports", "Targets", "Balance", "MaxConnections"];
-
-/**
- * Characters that a name must not contain: controls (C0, DEL and C1),
- * invisible format characters such as text direction overrides and
- * zero-width spaces, the Unicode line and paragraph separators, halves of
- * surrogate pairs, and spaces other than U+0020. In a log line, each can
- * forge a line break, make text read backwards, or make two names look
- * the same (`a b` with a no-break space).
- */
-const CONTROL = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]|(?! )\p{Zs}/u;
-
-/**
- * Quotes `text` as JSON does, and also escapes the characters of
- * {@linkcode CONTROL} that JSON leaves as they are, which a terminal may act
- * on or display out of order.
- */
-function quoteControls(text: string): string {
-  return JSON.stringify(text).replace(
-    new RegExp(CONTROL.source, "gu"),
-    (c) =>
-      Array.from(
-        { length: c.length },
-        (_, i) => `\\u${c.charCodeAt(i).toString(16).padStart(4, "0")}`,
-      ).join(""),
-  );
-}
 
 /**
  * Reads and validates a config file.
@@ -272,7 +247,7 @@ function readApp(
     problems.push({
       path: `${path}.Name`,
       message: `${
-        quoteControls(value.Name as string)
+        quoted(value.Name as string)
       } is not a name: remove the control and invisible characters, such as line breaks and text direction marks, and write spaces as plain spaces`,
     });
   } else {
@@ -513,7 +488,7 @@ function checkKeys(
   for (const key of Object.keys(value)) {
     if (known.includes(key)) continue;
     // A key with a line break would forge a line in `check`'s output.
-    const printedKey = CONTROL.test(key) ? quoteControls(key) : key;
+    const printedKey = CONTROL.test(key) ? quoted(key) : key;
     if (path !== "" && SETTING_KEYS.includes(key)) {
       problems.push({
         path: `${path}.${printedKey}`,

@@ -1,3 +1,4 @@
+import { quoted } from "./quote.ts";
 import { parseAddress } from "./prefix.ts";
 
 /** Target address from the config, such as `app.internal:6001` or `[::1]:9001`. */
@@ -32,50 +33,72 @@ export function parseTarget(value: unknown): TargetAddress | string {
     return `${JSON.stringify(value)} is not a target: use a "host:port" string`;
   }
   if (value.includes("://")) {
-    return `"${value}" is not a target: write "host:port" without a scheme, such as "app.internal:8080"`;
+    return `${
+      quoted(value)
+    } is not a target: write "host:port" without a scheme, such as "app.internal:8080"`;
   }
   if (value.startsWith("[")) {
     const close = value.indexOf("]");
     if (close < 0) {
-      return `"${value}" is not a target: the "]" after the IPv6 address is missing, use "[address]:port"`;
+      return `${
+        quoted(value)
+      } is not a target: the "]" after the IPv6 address is missing, use "[address]:port"`;
     }
     if (!value.startsWith(":", close + 1)) {
-      return `"${value}" is not a target: the port after "]" is missing, use "[address]:port"`;
+      return `${
+        quoted(value)
+      } is not a target: the port after "]" is missing, use "[address]:port"`;
     }
     const zone = value.indexOf("%");
     if (zone >= 0 && zone < close) {
-      return `"${value}" is not a target: zone IDs such as "${
-        value.slice(zone, close)
-      }" are not supported, use a global or unique local IPv6 address`;
+      return `${quoted(value)} is not a target: zone IDs such as ${
+        quoted(value.slice(zone, close))
+      } are not supported, use a global or unique local IPv6 address`;
     }
   }
   const colon = value.lastIndexOf(":");
   if (colon < 0) {
-    return `"${value}" is not a target: the port is missing, use "host:port"`;
+    return `${
+      quoted(value)
+    } is not a target: the port is missing, use "host:port"`;
   }
   let host = value.slice(0, colon);
   const portText = value.slice(colon + 1);
   if (host.startsWith("[") && host.endsWith("]")) {
     host = host.slice(1, -1);
     if (!host.includes(":") || parseAddress(host) === undefined) {
-      return `"${value}" is not a target: "${host}" in brackets is not an IPv6 address`;
+      return `${quoted(value)} is not a target: ${
+        quoted(host)
+      } in brackets is not an IPv6 address`;
     }
   } else if (host.includes(":")) {
-    return `"${value}" is not a target: write IPv6 addresses in brackets, such as "[::1]:9001"`;
+    return `${
+      quoted(value)
+    } is not a target: write IPv6 addresses in brackets, such as "[::1]:9001"`;
   } else if (host === "" || !HOSTNAME.test(host)) {
-    return `"${value}" is not a target: "${host}" is not a host name or IPv4 address`;
+    return `${quoted(value)} is not a target: ${
+      quoted(host)
+    } is not a host name or IPv4 address`;
   } else if (NUMERIC_HOST.test(host) && parseAddress(host) === undefined) {
-    return `"${value}" is not a target: "${host}" is not an IPv4 address`;
+    return `${quoted(value)} is not a target: ${
+      quoted(host)
+    } is not an IPv4 address`;
   }
   if (!/^\d{1,5}$/.test(portText)) {
-    return `"${value}" is not a target: "${portText}" is not a port (1-65535)`;
+    return `${quoted(value)} is not a target: ${
+      quoted(portText)
+    } is not a port (1-65535)`;
   }
   const port = Number(portText);
   if (port < 1 || port > 65535) {
-    return `"${value}" is not a target: port ${port} is out of range (1-65535)`;
+    return `${
+      quoted(value)
+    } is not a target: port ${port} is out of range (1-65535)`;
   }
   if (portText.startsWith("0")) {
-    return `"${value}" is not a target: "${portText}" has a leading zero, write the port as ${port}`;
+    return `${quoted(value)} is not a target: ${
+      quoted(portText)
+    } has a leading zero, write the port as ${port}`;
   }
   return {
     hostname: host,

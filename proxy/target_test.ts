@@ -215,3 +215,10 @@ Deno.test("parseTarget() rejects a numeric host that is not IPv4", async (t) => 
     });
   }
 });
+
+Deno.test("parseTarget() escapes control characters in its message", () => {
+  const message = parseTarget("ho\u001bst:80");
+  assert.equal(typeof message, "string");
+  assert.ok(!(message as string).includes("\u001b"), message as string);
+  assert.match(message as string, /"ho\\u001bst:80" is not a target/);
+});
