@@ -56,6 +56,11 @@ export const EINPROGRESS = 115;
 /** No local port towards the destination is free. */
 export const EADDRNOTAVAIL = 99;
 
+/** Returns whether `code` means "try again later" rather than a failure. */
+export function isRetry(code: number): boolean {
+  return code === EAGAIN || code === EINTR;
+}
+
 /** Flags for `socket(2)` and `accept4(2)`. */
 export const SOCK_STREAM = 1;
 export const SOCK_NONBLOCK = 0o4000;

@@ -160,8 +160,8 @@ export class Acceptor {
         if (code === EAGAIN) return;
         if (CONNECTION_ERRNOS.has(code)) continue;
         // errno may not be this call's own (see recvErrno in
-        // ffi/socket_errno.ts), so an error counts once a second accept
-        // fails too; an EAGAIN that read wrong then ends the turn.
+        // ffi/socket_errno.ts). So an error counts only when a second accept
+        // fails too, and an EAGAIN that read wrong ends the turn there.
         if (!checked) {
           checked = true;
           continue;

@@ -1,10 +1,8 @@
 import { getLogger } from "@logtape/logtape";
 import { setImmediate } from "node:timers";
 import {
-  EAGAIN,
   EFD_CLOEXEC,
   EFD_NONBLOCK,
-  EINTR,
   EPOLL_DATA_OFFSET,
   EPOLL_EVENT_SIZE,
   lastErrno,
@@ -432,7 +430,4 @@ export class EventLoop {
   }
 }
 
-/** Returns whether `code` means "try again later" rather than a failure. */
-export function isRetry(code: number): boolean {
-  return code === EAGAIN || code === EINTR;
-}
+export { isRetry } from "../ffi/net.ts";
