@@ -1,11 +1,11 @@
 /**
  * The access log: one line per finished or refused client connection.
  *
- * Through LogTape, a line cost about 34 µs of CPU per short connection, more
- * than half of what the proxy spends on the connection itself (see NOTES.md,
- * Performance). So the command line installs a writer that formats the line
- * itself and queues it straight for standard error. Without one, as in tests
- * that run a proxy in their own process, lines go through LogTape.
+ * Through LogTape, a line cost 34-52 µs of CPU in two measurements, more than
+ * half of what the proxy spends on a short connection (see NOTES.md,
+ * Performance, step 18). So the command line installs a writer that formats
+ * the line itself and queues it for standard error. Without one, as in tests
+ * that start a proxy without the command line, lines go through LogTape.
  *
  * @module
  */
