@@ -205,8 +205,9 @@ export function roundRatios(
   for (const [i, round] of rounds.entries()) {
     const baseIndex = baseRounds.indexOf(round);
     const base = baseValues[baseIndex];
-    if (baseIndex < 0 || base === undefined || base === 0) continue;
-    ratios.push(values[i]! / base);
+    const value = values[i];
+    if (value === undefined || base === undefined || base === 0) continue;
+    ratios.push(value / base);
   }
   return ratios;
 }
