@@ -35,6 +35,7 @@ import type {
   StartupResult,
 } from "./_results.ts";
 import { writeReport } from "./report.ts";
+import { checkTargets, describeChecks } from "./targets.ts";
 
 const BENCH_DIR = new URL(".", import.meta.url).pathname;
 const LOADGEN = `${BENCH_DIR}build/loadgen`;
@@ -390,6 +391,7 @@ async function main(): Promise<void> {
   progress(`wrote ${path}`);
   const written = writeReport(results);
   progress(`wrote ${written.join(", ")}`);
+  for (const line of describeChecks(checkTargets([results]))) progress(line);
   Deno.removeSync(dir, { recursive: true });
 }
 

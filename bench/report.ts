@@ -8,6 +8,7 @@
  * @module
  */
 import { renderChart } from "./chart.ts";
+import { checkTargets, CONFIDENCE, formatMeasured } from "./targets.ts";
 import {
   median,
   type Metric,
@@ -131,6 +132,40 @@ function roundTable(results: Results): string[] {
         "order; the tables above give their median.",
     "",
     ...table(["Row", ...LOAD_METRICS.map((id) => metric(id).title)], rows),
+    "",
+  ];
+}
+
+/** Lists each target of anyport with its verdict on this run. */
+function targetsSection(results: Results): string[] {
+  const checks = checkTargets([results]);
+  if (checks.length === 0) return [];
+  const percent = (CONFIDENCE * 100).toFixed(0);
+  return [
+    "## Targets",
+    "",
+    "The targets anyport is built to meet, checked on this run by " +
+    "`bench/targets.ts`. Each figure is the median of its samples (the " +
+    "ratios within each slice, or the values of each round) followed by a " +
+    `confidence interval of that median: at least ${percent}% where there ` +
+    "are enough samples, the range of all samples where there are not " +
+    "(5 samples give 93.8%). The interval comes from the order of the " +
+    "samples alone. *Met* means that the whole interval meets the target, " +
+    "*within noise* that the interval reaches across it, so that the " +
+    "verdict could change from one run to the next. " +
+    "`deno run -R bench/targets.ts FILE...` pools the samples of several " +
+    "results files, which narrows the interval.",
+    "",
+    ...table(
+      ["Target", "Row", "Median (interval)", "Samples", "Verdict"],
+      checks.map((c) => [
+        c.target,
+        c.row,
+        formatMeasured(c),
+        String(c.samples),
+        c.verdict,
+      ]),
+    ),
     "",
   ];
 }
@@ -317,6 +352,7 @@ export function renderReport(results: Results): string {
     "",
     `![Benchmark chart: every figure relative to ${baseLabel}](${CHART_NAME})`,
     "",
+    ...targetsSection(results),
     "## Throughput and latency",
     "",
     ...metricTable(results, LOAD_METRICS),

@@ -11,7 +11,7 @@ ebpf/build.sh
 
 deno fmt --check
 deno lint
-deno check main.ts scripts/ tests/ proxy/ ffi/ ebpf/ cli/
+deno check main.ts scripts/ tests/ proxy/ ffi/ ebpf/ cli/ bench/
 
 log=$(mktemp)
 # The tests' temporary files and directories go here and are removed with
