@@ -155,6 +155,11 @@ export interface StartupResult {
   ports: number;
   skipped?: string;
   runs: Partial<Record<StartupMetricId, number[]>>;
+  /**
+   * Round of each value in `runs`, the same for both figures, in order.
+   * Missing in older results files.
+   */
+  rounds?: number[];
   problems: string[];
 }
 
@@ -206,8 +211,11 @@ export function roundRatios(
     const baseIndex = baseRounds.indexOf(round);
     const base = baseValues[baseIndex];
     const value = values[i];
-    if (value === undefined || base === undefined || base === 0) continue;
-    ratios.push(value / base);
+    // A figure that loadgen did not report is NaN, saved as null.
+    if (!Number.isFinite(value) || !Number.isFinite(base) || base === 0) {
+      continue;
+    }
+    ratios.push(value! / base!);
   }
   return ratios;
 }

@@ -251,8 +251,10 @@ async function measureStartupOnce(
   bpf: boolean,
   dir: string,
   settings: RunSettings,
-  checkAll: boolean,
+  round: number,
 ): Promise<void> {
+  // The first round also checks that every port accepts.
+  const checkAll = round === 1;
   const ports = result.ports;
   const first = ports === 1 ? ECHO_PORT : STARTUP_FIRST_PORT;
   const path = `${dir}/startup-${result.id}.json`;
@@ -291,6 +293,7 @@ async function measureStartupOnce(
   }
   (result.runs.startupMs ??= []).push(startupMs);
   (result.runs.rssMiB ??= []).push(rssMiB);
+  (result.rounds ??= []).push(round);
   progress(`${result.label}: ${startupMs} ms, ${rssMiB.toFixed(1)} MiB`);
 }
 
@@ -333,7 +336,7 @@ async function measureStartup(
       progress(`start-up round ${round}/${settings.rounds}: ${mode.label}`);
       try {
         await backends.ensure();
-        await measureStartupOnce(result, mode.bpf, dir, settings, round === 1);
+        await measureStartupOnce(result, mode.bpf, dir, settings, round);
       } catch (error) {
         const message = describeError(error);
         result.problems.push(message);

@@ -8,7 +8,12 @@
  * @module
  */
 import { renderChart } from "./chart.ts";
-import { checkTargets, CONFIDENCE, formatMeasured } from "./targets.ts";
+import {
+  checkTargets,
+  CLEAR_CONFIDENCE,
+  CONFIDENCE,
+  formatMeasured,
+} from "./targets.ts";
 import {
   median,
   type Metric,
@@ -146,18 +151,23 @@ function targetsSection(results: Results): string[] {
     "",
     "The targets anyport is built to meet, checked on this run by " +
     "`bench/targets.ts`. Each figure is the median of its samples (the " +
-    "ratios within each slice, or the values of each round) followed by a " +
-    `confidence interval of that median: at least ${percent}% where there ` +
-    "are enough samples, the range of all samples where there are not " +
-    "(5 samples give 93.8%). The interval comes from the order of the " +
-    "samples alone. *Met* means that the whole interval meets the target, " +
-    "*within noise* that the interval reaches across it, so that the " +
+    "ratios within each slice, or within each round for bulk, or the " +
+    "values of each round) followed by a confidence interval of that " +
+    "median and the interval's coverage. The interval runs from the j-th " +
+    "smallest to the j-th largest sample, with j as large as keeps its " +
+    `coverage at least ${percent}%, ` +
+    "or over all samples where there are too few for that (5 " +
+    "samples give 93.8%). The interval comes from the order of the samples " +
+    "alone and assumes only that they are independent. *Met* means that " +
+    "the whole interval meets the target, *within noise* that the interval " +
+    "reaches across it (or has less than " +
+    `${(CLEAR_CONFIDENCE * 100).toFixed(0)}% coverage), so that the ` +
     "verdict could change from one run to the next. " +
     "`deno run -R bench/targets.ts FILE...` pools the samples of several " +
-    "results files, which narrows the interval.",
+    "results files.",
     "",
     ...table(
-      ["Target", "Row", "Median (interval)", "Samples", "Verdict"],
+      ["Target", "Row", "Median (interval, coverage)", "Samples", "Verdict"],
       checks.map((c) => [
         c.target,
         c.row,

@@ -3,14 +3,15 @@
  * against one or more benchmark results files.
  *
  * Each check takes samples, not a single figure: the ratios to the baseline
- * within each slice or round, or the value of each round. It reports their
- * median, as docs/benchmarks.md does, and a distribution-free confidence
- * interval of that median, so that a reader can tell a clear result from
- * one inside the spread of the machine.
+ * within each slice (each round for bulk), or the value of each round. It
+ * reports their median, as docs/benchmarks.md does, and a distribution-free
+ * confidence interval of that median, so that a reader can tell a clear
+ * result from one inside the spread of the machine.
  *
  * Usage: deno run --allow-read bench/targets.ts [RESULTS.json ...]
  * (default bench/results/latest.json). With several files, the samples of
- * all of them are pooled, which narrows the interval.
+ * all of them are pooled, and a run given twice (same start time) counts
+ * once.
  *
  * @module
  */
@@ -20,12 +21,18 @@ import {
   METRICS,
   type Results,
   roundRatios,
-  type RowResult,
   type StartupResult,
 } from "./_results.ts";
 
-/** Confidence that the interval of a check contains the true median. */
+/** Minimum coverage that the interval of a check aims for. */
 export const CONFIDENCE = 0.95;
+
+/**
+ * Minimum coverage at which a verdict may be clear ("met" or "missed"). With
+ * fewer samples than that takes (5 give 93.8%, 4 give 87.5%), the median
+ * decides and the verdict says "within noise".
+ */
+export const CLEAR_CONFIDENCE = 0.9;
 
 /** Outcome of one check. */
 export type Verdict =
@@ -47,7 +54,7 @@ export interface TargetCheck {
   median?: number;
   /** Confidence interval of the median, lowest first. */
   interval?: [number, number];
-  /** Confidence of `interval`, below {@linkcode CONFIDENCE} with few samples. */
+  /** Coverage of `interval`, below {@linkcode CONFIDENCE} with few samples. */
   confidence?: number;
   /** Number of samples. */
   samples: number;
@@ -81,37 +88,31 @@ const RATIO_TARGETS: readonly { metric: MetricId; figure: string }[] = [
 
 /** Maximum RSS per idle proxied connection, in KiB. */
 const IDLE_KIB_BOUND = 10;
-/** Maximum start-up time of BPF mode with many ports, in ms. */
+/** Start-up time of BPF mode with many ports must stay below this, in ms. */
 const STARTUP_MS_BOUND = 1000;
-/** Maximum RSS that many ports add in BPF mode: 20 MB, in MiB. */
+/** RSS that many ports add in BPF mode must stay below 20 MB, in MiB. */
 const STARTUP_RSS_MIB_BOUND = 20e6 / 2 ** 20;
-
-/** Rows that the targets apply to. */
-function anyportRows(results: Results): RowResult[] {
-  return results.rows.filter((row) =>
-    row.id.startsWith("anyport") && !row.skipped
-  );
-}
 
 /**
  * Returns P(X ≤ k) for X binomially distributed with `n` trials and
- * probability 1/2.
+ * probability 1/2. Terms are computed in log space, because 2^-n underflows
+ * to 0 from n = 1075.
  */
 function binomialCdfHalf(k: number, n: number): number {
-  let term = 2 ** -n;
+  let logTerm = -n * Math.LN2;
   let sum = 0;
   for (let i = 0; i <= k; i++) {
-    sum += term;
-    term = term * (n - i) / (i + 1);
+    sum += Math.exp(logTerm);
+    logTerm += Math.log((n - i) / (i + 1));
   }
-  return sum;
+  return Math.min(sum, 1);
 }
 
 /**
  * Returns the order-statistic confidence interval of the median of
  * `samples`: [x(j), x(n+1-j)] with the largest j whose coverage is at least
- * {@linkcode CONFIDENCE}, or [min, max] with its lower coverage when
- * there are too few samples for that. It assumes only that the samples are
+ * {@linkcode CONFIDENCE}, or [min, max] with its lower coverage when there
+ * are too few samples for that. It assumes only that the samples are
  * independent draws from one distribution.
  */
 export function medianInterval(
@@ -131,20 +132,25 @@ export function medianInterval(
   return { interval: [sorted[j - 1]!, sorted[n - j]!], confidence };
 }
 
+/** Returns whether `value` meets `target`. */
+function meets(target: Target, value: number): boolean {
+  if (value === target.bound) return !target.strict;
+  return target.atLeast ? value > target.bound : value < target.bound;
+}
+
 /** Returns the verdict on `samples` for `target`. */
 function judge(target: Target, samples: readonly number[]): Verdict {
   const middle = median(samples);
   const found = medianInterval(samples);
   if (middle === undefined || found === undefined) return "not measured";
-  const meets = (value: number) => {
-    if (value === target.bound) return !target.strict;
-    return target.atLeast ? value > target.bound : value < target.bound;
-  };
   const [low, high] = found.interval;
   const worst = target.atLeast ? low : high;
   const best = target.atLeast ? high : low;
-  if (meets(middle)) return meets(worst) ? "met" : "met within noise";
-  return meets(best) ? "missed within noise" : "missed";
+  const clear = found.confidence >= CLEAR_CONFIDENCE;
+  if (meets(target, middle)) {
+    return clear && meets(target, worst) ? "met" : "met within noise";
+  }
+  return clear && !meets(target, best) ? "missed" : "missed within noise";
 }
 
 function check(
@@ -171,6 +177,39 @@ function check(
   };
 }
 
+/** Returns `values` without NaN, which results files store as null. */
+function finite(values: readonly (number | null)[] | undefined): number[] {
+  return (values ?? []).filter((v): v is number => Number.isFinite(v));
+}
+
+/**
+ * Returns `runs` without repeats of a run, such as bench/results/latest.json
+ * beside the file of the same run.
+ */
+export function distinctRuns(runs: readonly Results[]): Results[] {
+  const seen = new Set<string>();
+  return runs.filter((results) => {
+    if (seen.has(results.startedAt)) return false;
+    seen.add(results.startedAt);
+    return true;
+  });
+}
+
+/**
+ * Returns the ids and labels of the anyport rows of all `runs`, in the order
+ * they first appear. A row that is skipped in every run is kept, so that its
+ * checks report "not measured" instead of disappearing.
+ */
+function anyportRows(runs: readonly Results[]): Map<string, string> {
+  const rows = new Map<string, string>();
+  for (const row of runs.flatMap((results) => results.rows)) {
+    if (row.id.startsWith("anyport") && !rows.has(row.id)) {
+      rows.set(row.id, row.label);
+    }
+  }
+  return rows;
+}
+
 /** Returns the ratio samples of `rowId` for `metric`, pooled over `runs`. */
 function pooledRatios(
   runs: readonly Results[],
@@ -180,7 +219,8 @@ function pooledRatios(
   return runs.flatMap((results) => {
     const row = results.rows.find((r) => r.id === rowId);
     const baseline = results.rows.find((r) => r.id === results.baseline);
-    return row ? roundRatios(row, baseline, metric) : [];
+    if (!row || row.skipped) return [];
+    return roundRatios(row, baseline, metric);
   });
 }
 
@@ -190,9 +230,10 @@ function pooledValues(
   rowId: string,
   metric: MetricId,
 ): number[] {
-  return runs.flatMap((results) =>
-    results.rows.find((r) => r.id === rowId)?.runs[metric] ?? []
-  );
+  return runs.flatMap((results) => {
+    const row = results.rows.find((r) => r.id === rowId);
+    return row && !row.skipped ? finite(row.runs[metric]) : [];
+  });
 }
 
 function startupOf(results: Results, id: string): StartupResult | undefined {
@@ -202,19 +243,28 @@ function startupOf(results: Results, id: string): StartupResult | undefined {
 
 /**
  * Returns the RSS that many ports add in BPF mode in each round: BPF mode's
- * RSS minus that of the 1-port config measured in the same round. anyport
- * rejects a config without apps, so one port stands for an empty config.
+ * RSS minus that of per-port listeners with 1 port in the same round.
+ * anyport rejects a config without apps, so one port stands for an empty
+ * config, and the difference also counts BPF mode's own fixed cost.
  */
 function addedRss(results: Results): number[] {
-  const many = startupOf(results, "bpf")?.runs.rssMiB ?? [];
-  const one = startupOf(results, "listeners-1")?.runs.rssMiB ?? [];
-  // A failed round leaves one list shorter, and then rounds cannot be paired.
-  if (many.length !== one.length) {
-    const a = median(many);
-    const b = median(one);
-    return a === undefined || b === undefined ? [] : [a - b];
+  const many = startupOf(results, "bpf");
+  const one = startupOf(results, "listeners-1");
+  if (!many || !one) return [];
+  const manyRss = many.runs.rssMiB ?? [];
+  const oneRss = one.runs.rssMiB ?? [];
+  const differences: number[] = [];
+  if (many.rounds && one.rounds) {
+    for (const [i, round] of many.rounds.entries()) {
+      const j = one.rounds.indexOf(round);
+      if (j >= 0) differences.push(manyRss[i]! - oneRss[j]!);
+    }
+  } else if (manyRss.length === oneRss.length) {
+    // Older results files have no round numbers. Equal lengths mean that
+    // no round failed, so the lists pair up by position.
+    differences.push(...manyRss.map((rss, i) => rss - oneRss[i]!));
   }
-  return many.map((rss, i) => rss - one[i]!);
+  return finite(differences);
 }
 
 /**
@@ -222,12 +272,13 @@ function addedRss(results: Results): number[] {
  * come from the same benchmark (the same row ids and baseline).
  */
 export function checkTargets(runs: readonly Results[]): TargetCheck[] {
-  const first = runs[0];
+  const unique = distinctRuns(runs);
+  const first = unique[0];
   if (!first) return [];
   const baseLabel = first.rows.find((r) => r.id === first.baseline)?.label ??
     first.baseline;
   const checks: TargetCheck[] = [];
-  for (const row of anyportRows(first)) {
+  for (const [id, label] of anyportRows(unique)) {
     for (const { metric, figure } of RATIO_TARGETS) {
       const higherIsBetter = METRICS.find((m) => m.id === metric)!
         .higherIsBetter;
@@ -239,9 +290,7 @@ export function checkTargets(runs: readonly Results[]): TargetCheck[] {
         digits: 2,
         suffix: `of ${baseLabel}`,
       };
-      checks.push(
-        check(target, row.label, pooledRatios(runs, row.id, metric)),
-      );
+      checks.push(check(target, label, pooledRatios(unique, id, metric)));
     }
     checks.push(check(
       {
@@ -251,11 +300,12 @@ export function checkTargets(runs: readonly Results[]): TargetCheck[] {
         atLeast: false,
         digits: 0,
       },
-      row.label,
-      pooledValues(runs, row.id, "idleKiBPerConn"),
+      label,
+      pooledValues(unique, id, "idleKiBPerConn"),
     ));
   }
-  const bpf = startupOf(first, "bpf");
+  const bpf = unique.flatMap((results) => results.startup)
+    .find((s) => s.id === "bpf");
   if (bpf) {
     const ports = bpf.ports.toLocaleString("en-US");
     checks.push(check(
@@ -268,8 +318,8 @@ export function checkTargets(runs: readonly Results[]): TargetCheck[] {
         digits: 0,
       },
       bpf.label,
-      runs.flatMap((results) =>
-        startupOf(results, "bpf")?.runs.startupMs ?? []
+      unique.flatMap((results) =>
+        finite(startupOf(results, "bpf")?.runs.startupMs)
       ),
     ));
     checks.push(check(
@@ -282,7 +332,7 @@ export function checkTargets(runs: readonly Results[]): TargetCheck[] {
         digits: 1,
       },
       bpf.label,
-      runs.flatMap(addedRss),
+      unique.flatMap(addedRss),
     ));
   }
   return checks;
@@ -295,24 +345,46 @@ export function formatFigure(value: number, unit: string): string {
   return `${value.toFixed(1)} ${unit}`;
 }
 
-/** Formats the median and interval of `check`, e.g. "1.023× (0.990× to 1.060×)". */
+/**
+ * Formats the median of `check` with its interval and the interval's
+ * coverage, e.g. "1.023× (0.985× to 1.100×, 95.9%)".
+ */
 export function formatMeasured(check: TargetCheck): string {
   if (check.median === undefined) return "–";
   const middle = formatFigure(check.median, check.unit);
-  if (!check.interval || check.samples < 2) return middle;
+  if (!check.interval || check.confidence === undefined || check.samples < 2) {
+    return middle;
+  }
   const [low, high] = check.interval.map((v) => formatFigure(v, check.unit));
-  return `${middle} (${low} to ${high})`;
+  const percent = (check.confidence * 100).toFixed(1);
+  return `${middle} (${low} to ${high}, ${percent}%)`;
 }
 
 /** Returns one line of text per check, its verdict first. */
 export function describeChecks(checks: readonly TargetCheck[]): string[] {
   return checks.map((c) =>
     `${c.verdict.padEnd(19)} ${c.row}: ${c.target}: ${formatMeasured(c)}, ` +
-    `${c.samples} samples` +
-    (c.confidence === undefined
-      ? ""
-      : `, ${(c.confidence * 100).toFixed(1)}% interval`)
+    `${c.samples} samples`
   );
+}
+
+/**
+ * Returns a warning for each of `runs` that adds no samples to the ratio
+ * targets, because it comes from before slices were numbered.
+ */
+export function unpairedRuns(
+  runs: readonly Results[],
+  paths: readonly string[],
+): string[] {
+  return runs.flatMap((results, i) => {
+    const numbered = results.rows.some((row) =>
+      row.id.startsWith("anyport") && row.rounds !== undefined
+    );
+    return numbered ? [] : [
+      `${paths[i]}: no slice or round numbers (an older results file), so ` +
+      "its ratios are left out",
+    ];
+  });
 }
 
 if (import.meta.main) {
@@ -322,11 +394,17 @@ if (import.meta.main) {
   const runs = paths.map((path) =>
     JSON.parse(Deno.readTextFileSync(path)) as Results
   );
-  const lines = describeChecks(checkTargets(runs));
-  const header = paths.length > 1
-    ? `Targets, samples pooled over ${paths.length} runs:`
-    : "Targets:";
-  Deno.stdout.writeSync(
-    new TextEncoder().encode([header, ...lines, ""].join("\n")),
-  );
+  const unique = distinctRuns(runs);
+  const lines = [
+    ...unpairedRuns(runs, paths).map((warning) => `warning: ${warning}`),
+    unique.length > 1
+      ? `Targets, samples pooled over ${unique.length} runs:`
+      : "Targets:",
+    ...(unique.length < runs.length
+      ? [`(${runs.length - unique.length} repeated run(s) left out)`]
+      : []),
+    ...describeChecks(checkTargets(unique)),
+    "",
+  ];
+  Deno.stdout.writeSync(new TextEncoder().encode(lines.join("\n")));
 }
