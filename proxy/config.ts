@@ -1,4 +1,5 @@
 import { parse, type ParseError, printParseErrorCode } from "jsonc-parser";
+import { deepestNesting } from "./nesting.ts";
 import { ConfigError, type ConfigProblem } from "./config_error.ts";
 import { findDuplicateKeys } from "./duplicate_keys.ts";
 import type { PortRange } from "./frontend.ts";
@@ -37,6 +38,13 @@ export interface Config {
 }
 
 const APP_KEYS = ["Name", "Ports", "Targets", "Balance", "MaxConnections"];
+
+/**
+ * Maximum length of an app name, in characters (code points). Every log
+ * line of the app carries its name, and lines beyond the log queue's limit
+ * of 1,048,576 characters are dropped.
+ */
+export const MAX_NAME_LENGTH = 256;
 
 /**
  * Reads and validates a config file.
@@ -139,10 +147,19 @@ export function parseConfig(
     }]);
   }
   const syntaxErrors: ParseError[] = [];
-  const root: unknown = parse(text, syntaxErrors, {
-    allowTrailingComma: true,
-    disallowComments: false,
-  });
+  let root: unknown;
+  let problems: ConfigProblem[];
+  try {
+    root = parse(text, syntaxErrors, {
+      allowTrailingComma: true,
+      disallowComments: false,
+    });
+    problems = syntaxErrors.length > 0 ? [] : findDuplicateKeys(text);
+  } catch (error) {
+    // The parser recurses once per level of nesting.
+    if (!(error instanceof RangeError)) throw error;
+    throw new ConfigError(source, [tooDeepProblem(text)]);
+  }
   if (syntaxErrors.length > 0) {
     // Later errors are mostly echoes of the first, so at most three.
     throw new ConfigError(
@@ -152,7 +169,6 @@ export function parseConfig(
       ),
     );
   }
-  const problems: ConfigProblem[] = findDuplicateKeys(text);
   if (!isObject(root)) {
     throw new ConfigError(source, [{
       path: "",
@@ -219,7 +235,7 @@ function readApps(value: unknown, problems: ConfigProblem[]): AppConfig[] {
   }
   const apps = value.map((item, i) => readApp(item, `Apps[${i}]`, problems));
   checkDuplicateNames(apps, problems);
-  checkDuplicateTargets(value, apps, problems);
+  checkDuplicateTargets(value, problems);
   checkPortOwners(apps, problems);
   return apps;
 }
@@ -239,8 +255,17 @@ function readApp(
   }
   checkKeys(value, APP_KEYS, path, problems);
   const named = typeof value.Name === "string" && value.Name.trim() !== "";
+  const length = named ? [...(value.Name as string)].length : 0;
   if (named && !CONTROL.test(value.Name as string)) {
-    app.name = value.Name as string;
+    if (length <= MAX_NAME_LENGTH) {
+      app.name = value.Name as string;
+    } else {
+      problems.push({
+        path: `${path}.Name`,
+        message:
+          `is ${length} characters long: use a name of at most ${MAX_NAME_LENGTH} characters`,
+      });
+    }
   } else if (named) {
     // Names appear in the app's log lines, where a line break could forge a
     // line.
@@ -359,8 +384,6 @@ function checkLoops(
   // With overlapping ports reported, the first owner found is as good as any.
   const owners = new PortIndex(apps, (app) => app.ports);
   const ownerOf = (port: number) => owners.find(port);
-  const byName = new Map<unknown, AppConfig>();
-  for (const app of apps) if (!byName.has(app.name)) byName.set(app.name, app);
   // For each app, the apps that its targets lead into through the proxy.
   const next = new Map<AppConfig, Set<AppConfig>>();
   for (const app of apps) {
@@ -373,25 +396,27 @@ function checkLoops(
   for (const [appIndex, item] of rawApps.entries()) {
     // Items that are not app objects were reported by readApp.
     if (!isObject(item) || !Array.isArray(item.Targets)) continue;
-    const app = byName.get(item.Name);
+    // readApps returns one app per item, in order.
+    const app = apps[appIndex]!;
     for (const [i, text] of item.Targets.entries()) {
       const target = parseTarget(text);
       if (typeof target === "string") continue;
       if (!reachesProxy(target.hostname, settings)) continue;
       const owner = ownerOf(target.port);
       if (owner === undefined) continue;
-      const back = app === undefined ? [] : pathBetween(owner, app, next);
+      const back = pathBetween(owner, app, next);
       if (back === undefined) continue;
-      const via = back.slice(1).map((a) => `app "${a.name}"`);
+      const via = back.slice(1).map((a) => appLabel(apps, a));
       const through = owner === app
         ? ""
-        : `, whose targets lead back to app "${app!.name}"${
+        : `, whose targets lead back to ${appLabel(apps, app)}${
           via.length > 0 ? ` through ${via.join(" and ")}` : ""
         }`;
       problems.push({
         path: `Apps[${appIndex}].Targets[${i}]`,
-        message:
-          `"${target.label}" is port ${target.port} of this proxy (app "${owner.name}"${through}): connections would loop back into the proxy; point it at the server instead`,
+        message: `"${target.label}" is port ${target.port} of this proxy (${
+          appLabel(apps, owner)
+        }${through}): connections would loop back into the proxy; point it at the server instead`,
       });
     }
   }
@@ -421,13 +446,8 @@ function pathBetween(
 }
 
 /** Reports a target listed twice in one app, which would double its share. */
-function checkDuplicateTargets(
-  raw: unknown[],
-  apps: AppConfig[],
-  problems: ConfigProblem[],
-) {
-  for (const [appIndex, app] of apps.entries()) {
-    const item = raw[appIndex];
+function checkDuplicateTargets(raw: unknown[], problems: ConfigProblem[]) {
+  for (const [appIndex, item] of raw.entries()) {
     // Items that are not app objects were reported by readApp.
     if (!isObject(item)) continue;
     const targets = item.Targets;
@@ -443,7 +463,7 @@ function checkDuplicateTargets(
       problems.push({
         path: `Apps[${appIndex}].Targets[${i}]`,
         message:
-          `"${target}" is already listed as Targets[${first}] of app "${app.name}": list each target once`,
+          `"${target}" is already listed as Targets[${first}] of this app: list each target once`,
       });
     }
   }
@@ -463,14 +483,18 @@ function checkPortOwners(apps: AppConfig[], problems: ConfigProblem[]) {
         last: Math.min(entry.range.last, widest.range.last),
       };
       const owner = `Apps[${widest.appIndex}].Ports[${widest.portIndex}]`;
+      const ownerName = apps[widest.appIndex]!.name;
+      // An app whose name is invalid has none, and `owner` names its path.
       const where = widest.appIndex === entry.appIndex
-        ? "this app"
-        : `app "${apps[widest.appIndex]?.name}"`;
+        ? " in this app"
+        : ownerName
+        ? ` in app "${ownerName}"`
+        : "";
       problems.push({
         path: `Apps[${entry.appIndex}].Ports[${entry.portIndex}]`,
         message: `port ${
           formatRange(overlap)
-        } is already used by ${owner} in ${where}: a port belongs to one app, once`,
+        } is already used by ${owner}${where}: a port belongs to one app, once`,
       });
     }
     if (widest === undefined || entry.range.last > widest.range.last) {
@@ -582,6 +606,24 @@ function syntaxProblem(text: string, error: ParseError): ConfigProblem {
   return {
     path: "",
     message: `invalid JSON at line ${line}, column ${column}: ${reason}`,
+  };
+}
+
+/**
+ * Returns `app "NAME"` for an app of `apps`, or its path, such as `Apps[2]`,
+ * when its name is invalid and was left empty.
+ */
+function appLabel(apps: AppConfig[], app: AppConfig): string {
+  return app.name === "" ? `Apps[${apps.indexOf(app)}]` : `app "${app.name}"`;
+}
+
+/** Returns the problem of a text nested too deeply for the parser. */
+function tooDeepProblem(text: string): ConfigProblem {
+  const { depth, line, column } = deepestNesting(text);
+  return {
+    path: "",
+    message:
+      `invalid JSON at line ${line}, column ${column}: arrays and objects are nested ${depth} levels deep, more than the parser can read; a config needs no more than 4 levels`,
   };
 }
 

@@ -556,6 +556,65 @@ Deno.test("parseConfig() rejects a bad app name", async (t) => {
   }
 });
 
+Deno.test("parseConfig() limits an app name to 256 characters", () => {
+  // Characters are code points: an emoji counts once.
+  const longest = "\u{1f680}".repeat(256);
+  assert.equal(parseConfig(withApp({ Name: longest })).apps[0]!.name, longest);
+  assertOneProblem(
+    withApp({ Name: "x".repeat(257) }),
+    "Apps[0].Name",
+    "is 257 characters long: use a name of at most 256 characters",
+  );
+});
+
+Deno.test("parseConfig() rejects a target listed twice", () => {
+  assertOneProblem(
+    withApp({ Targets: ["127.0.0.1:9000", "127.0.0.1:9000"] }),
+    "Apps[0].Targets[1]",
+    '"127.0.0.1:9000" is already listed as Targets[0] of this app: list each target once',
+  );
+});
+
+Deno.test("parseConfig() names an app with an invalid name by path", () => {
+  const ports = problemsOf(withApps(
+    { Name: "b\n", Ports: [6002], Targets: ["127.0.0.1:9001"] },
+    { Name: "c", Ports: [6002], Targets: ["127.0.0.1:9001"] },
+  ));
+  assert.deepEqual(ports.map(formatProblem), [
+    'Apps[0].Name: "b\\n" is not a name: remove the control and invisible characters, such as line breaks and text direction marks, and write spaces as plain spaces',
+    "Apps[1].Ports[0]: port 6002 is already used by Apps[0].Ports[0]: a port belongs to one app, once",
+  ]);
+  // A loop through an app whose name is invalid, which once threw a
+  // TypeError instead of listing the problems.
+  const loops = problemsOf(
+    withApps(
+      { Name: "a", Ports: [7001], Targets: ["127.0.0.1:7002"] },
+      { Name: "b\n", Ports: [7002], Targets: ["127.0.0.1:7001"] },
+    ),
+  ).map(formatProblem);
+  assert.equal(loops.length, 3);
+  assert.equal(
+    loops[0],
+    'Apps[0].Targets[0]: "127.0.0.1:7002" is port 7002 of this proxy (Apps[1], whose targets lead back to app "a"): connections would loop back into the proxy; point it at the server instead',
+  );
+  assert.equal(
+    loops[2],
+    'Apps[1].Targets[0]: "127.0.0.1:7001" is port 7001 of this proxy (app "a", whose targets lead back to Apps[1]): connections would loop back into the proxy; point it at the server instead',
+  );
+});
+
+Deno.test("parseConfig() rejects nesting too deep to parse", () => {
+  const depth = 100_000;
+  const text = `{"Apps":\n${"[".repeat(depth)}${"]".repeat(depth)}}`;
+  assertOneProblem(
+    text,
+    "",
+    `invalid JSON at line 2, column ${depth}: arrays and objects are nested ${
+      depth + 1
+    } levels deep, more than the parser can read; a config needs no more than 4 levels`,
+  );
+});
+
 Deno.test("parseConfig() reads an app's MaxConnections", () => {
   const config = parseConfig(withApp({ MaxConnections: 250 }));
 
