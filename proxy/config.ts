@@ -255,7 +255,7 @@ function readApp(
   }
   checkKeys(value, APP_KEYS, path, problems);
   const named = typeof value.Name === "string" && value.Name.trim() !== "";
-  const length = named ? [...(value.Name as string)].length : 0;
+  const length = named ? codePoints(value.Name as string) : 0;
   if (named && !CONTROL.test(value.Name as string)) {
     if (length <= MAX_NAME_LENGTH) {
       app.name = value.Name as string;
@@ -607,6 +607,13 @@ function syntaxProblem(text: string, error: ParseError): ConfigProblem {
     path: "",
     message: `invalid JSON at line ${line}, column ${column}: ${reason}`,
   };
+}
+
+/** Returns the number of code points in `text`, without copying it. */
+function codePoints(text: string): number {
+  let count = 0;
+  for (const _ of text) count++;
+  return count;
 }
 
 /**
