@@ -73,10 +73,19 @@ function medianRatio(
   return value / base;
 }
 
-function table(header: string[], rows: string[][]): string[] {
+/**
+ * Returns a Markdown table. The first column is aligned left and the others
+ * right, unless `textColumns` lists more columns to align left.
+ */
+function table(
+  header: string[],
+  rows: string[][],
+  textColumns: readonly number[] = [],
+): string[] {
+  const left = (i: number) => i === 0 || textColumns.includes(i);
   return [
     `| ${header.join(" | ")} |`,
-    `|${header.map((_, i) => (i === 0 ? " --- " : " ---: ")).join("|")}|`,
+    `|${header.map((_, i) => (left(i) ? " --- " : " ---: ")).join("|")}|`,
     ...rows.map((row) => `| ${row.join(" | ")} |`),
   ];
 }
@@ -175,6 +184,7 @@ function targetsSection(results: Results): string[] {
         String(c.samples),
         c.verdict,
       ]),
+      [1, 4],
     ),
     "",
   ];
