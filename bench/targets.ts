@@ -21,6 +21,7 @@ import {
   METRICS,
   type Results,
   roundRatios,
+  type RowResult,
   type StartupResult,
 } from "./_results.ts";
 
@@ -30,7 +31,7 @@ export const CONFIDENCE = 0.95;
 /**
  * Minimum coverage at which a verdict may be clear ("met" or "missed"). With
  * fewer samples than that takes (5 give 93.8%, 4 give 87.5%), the median
- * decides and the verdict says "within noise".
+ * decides and the verdict is "within noise".
  */
 export const CLEAR_CONFIDENCE = 0.9;
 
@@ -88,9 +89,9 @@ const RATIO_TARGETS: readonly { metric: MetricId; figure: string }[] = [
 
 /** Maximum RSS per idle proxied connection, in KiB. */
 const IDLE_KIB_BOUND = 10;
-/** Start-up time of BPF mode with many ports must stay below this, in ms. */
+/** Upper bound, exclusive, of BPF mode's start-up time with many ports, in ms. */
 const STARTUP_MS_BOUND = 1000;
-/** RSS that many ports add in BPF mode must stay below 20 MB, in MiB. */
+/** Upper bound, exclusive, of the RSS that many ports add in BPF mode: 20 MB, in MiB. */
 const STARTUP_RSS_MIB_BOUND = 20e6 / 2 ** 20;
 
 /**
@@ -138,10 +139,12 @@ function meets(target: Target, value: number): boolean {
   return target.atLeast ? value > target.bound : value < target.bound;
 }
 
-/** Returns the verdict on `samples` for `target`. */
-function judge(target: Target, samples: readonly number[]): Verdict {
-  const middle = median(samples);
-  const found = medianInterval(samples);
+/** Returns the verdict for `target` on a median and its interval. */
+function judge(
+  target: Target,
+  middle: number | undefined,
+  found: ReturnType<typeof medianInterval>,
+): Verdict {
   if (middle === undefined || found === undefined) return "not measured";
   const [low, high] = found.interval;
   const worst = target.atLeast ? low : high;
@@ -173,11 +176,11 @@ function check(
     ...(middle === undefined ? {} : { median: middle }),
     ...(found ? found : {}),
     samples: samples.length,
-    verdict: judge(target, samples),
+    verdict: judge(target, middle, found),
   };
 }
 
-/** Returns `values` without NaN, which results files store as null. */
+/** Returns the finite numbers of `values`, so NaN (null in a results file) drops out. */
 function finite(values: readonly (number | null)[] | undefined): number[] {
   return (values ?? []).filter((v): v is number => Number.isFinite(v));
 }
@@ -210,6 +213,12 @@ function anyportRows(runs: readonly Results[]): Map<string, string> {
   return rows;
 }
 
+/** Returns the row `rowId` of `results`, unless it is missing or skipped. */
+function measuredRow(results: Results, rowId: string): RowResult | undefined {
+  const row = results.rows.find((r) => r.id === rowId);
+  return row?.skipped ? undefined : row;
+}
+
 /** Returns the ratio samples of `rowId` for `metric`, pooled over `runs`. */
 function pooledRatios(
   runs: readonly Results[],
@@ -217,10 +226,9 @@ function pooledRatios(
   metric: MetricId,
 ): number[] {
   return runs.flatMap((results) => {
-    const row = results.rows.find((r) => r.id === rowId);
+    const row = measuredRow(results, rowId);
     const baseline = results.rows.find((r) => r.id === results.baseline);
-    if (!row || row.skipped) return [];
-    return roundRatios(row, baseline, metric);
+    return row ? roundRatios(row, baseline, metric) : [];
   });
 }
 
@@ -230,10 +238,9 @@ function pooledValues(
   rowId: string,
   metric: MetricId,
 ): number[] {
-  return runs.flatMap((results) => {
-    const row = results.rows.find((r) => r.id === rowId);
-    return row && !row.skipped ? finite(row.runs[metric]) : [];
-  });
+  return runs.flatMap((results) =>
+    finite(measuredRow(results, rowId)?.runs[metric])
+  );
 }
 
 function startupOf(results: Results, id: string): StartupResult | undefined {
@@ -248,21 +255,21 @@ function startupOf(results: Results, id: string): StartupResult | undefined {
  * config, and the difference also counts BPF mode's own fixed cost.
  */
 function addedRss(results: Results): number[] {
-  const many = startupOf(results, "bpf");
-  const one = startupOf(results, "listeners-1");
-  if (!many || !one) return [];
-  const manyRss = many.runs.rssMiB ?? [];
-  const oneRss = one.runs.rssMiB ?? [];
+  const bpf = startupOf(results, "bpf");
+  const onePort = startupOf(results, "listeners-1");
+  if (!bpf || !onePort) return [];
+  const bpfRss = bpf.runs.rssMiB ?? [];
+  const onePortRss = onePort.runs.rssMiB ?? [];
   const differences: number[] = [];
-  if (many.rounds && one.rounds) {
-    for (const [i, round] of many.rounds.entries()) {
-      const j = one.rounds.indexOf(round);
-      if (j >= 0) differences.push(manyRss[i]! - oneRss[j]!);
+  if (bpf.rounds && onePort.rounds) {
+    for (const [i, round] of bpf.rounds.entries()) {
+      const j = onePort.rounds.indexOf(round);
+      if (j >= 0) differences.push(bpfRss[i]! - onePortRss[j]!);
     }
-  } else if (manyRss.length === oneRss.length) {
+  } else if (bpfRss.length === onePortRss.length) {
     // Older results files have no round numbers. Equal lengths mean that
     // no round failed, so the lists pair up by position.
-    differences.push(...manyRss.map((rss, i) => rss - oneRss[i]!));
+    differences.push(...bpfRss.map((rss, i) => rss - onePortRss[i]!));
   }
   return finite(differences);
 }

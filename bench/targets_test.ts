@@ -123,10 +123,10 @@ Deno.test("medianInterval spans few samples", () => {
   assert.ok(found);
   assert.deepEqual(found.interval, [1, 5]);
   assert.equal(found.confidence, 1 - 2 / 32);
-  const one = medianInterval([7]);
-  assert.ok(one);
-  assert.deepEqual(one.interval, [7, 7]);
-  assert.equal(one.confidence, 0);
+  const single = medianInterval([7]);
+  assert.ok(single);
+  assert.deepEqual(single.interval, [7, 7]);
+  assert.equal(single.confidence, 0);
   assert.equal(medianInterval([]), undefined);
 });
 
