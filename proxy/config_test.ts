@@ -584,8 +584,8 @@ Deno.test("parseConfig() names an app with an invalid name by path", () => {
     'Apps[0].Name: "b\\n" is not a name: remove the control and invisible characters, such as line breaks and text direction marks, and write spaces as plain spaces',
     "Apps[1].Ports[0]: port 6002 is already used by Apps[0].Ports[0]: a port belongs to one app, once",
   ]);
-  // A loop through an app whose name is invalid, which once threw a
-  // TypeError instead of listing the problems.
+  // A loop through an app whose name is invalid must be listed as a problem,
+  // not end in a TypeError.
   const loops = problemsOf(
     withApps(
       { Name: "a", Ports: [7001], Targets: ["127.0.0.1:7002"] },
